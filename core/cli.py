@@ -1,0 +1,80 @@
+"""The ``adder`` command: ``run`` locally, and ``package``/``submit``/``status``/``redrive``
+for each cloud. A cloud's SDK is imported only when one of its commands runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import TYPE_CHECKING
+
+from core.errors import AdderError, ConfigError, ProviderUnavailableError
+from core.local import EPILOG, add_run_arguments, run_from_args
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+PROVIDER_MODULES = {
+    "aws": "aws_lambda.cli",
+    "gcp": "gcp_function.cli",
+    "azure": "azure_function.cli",
+}
+"""Each module defines ``register(commands)``; importing it must not import a cloud SDK."""
+
+CLOUD_COMMANDS = {
+    "package": "build a cloud's deployment zip, reproducibly",
+    "submit": "push tasks onto a cloud's queue or topic",
+    "status": "show queue depth, dead letters and result counts",
+    "redrive": "move dead-lettered messages back onto the task queue",
+}
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``adder`` parser, with every provider's subcommands registered."""
+    parser = argparse.ArgumentParser(
+        prog="adder",
+        description="Run add-two-numbers tasks locally or on AWS, Google Cloud and Azure.",
+        epilog="Run 'adder COMMAND --help' for a command's options.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="run tasks on this machine (same as python -m core.local)",
+        description="Run tasks on this machine; results go to RESULTS_DIR/{id}.out.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_run_arguments(run)
+    run.set_defaults(handler=run_from_args)
+    groups = {
+        name: commands.add_parser(name, help=text, description=text).add_subparsers(
+            dest="provider", required=True, metavar="PROVIDER"
+        )
+        for name, text in CLOUD_COMMANDS.items()
+    }
+    for module_name in PROVIDER_MODULES.values():
+        importlib.import_module(module_name).register(groups)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``adder`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except (ConfigError, ProviderUnavailableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AdderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The results port: the one interface every results store implements."""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.records import ErrorRecord
+
+RESULT_SUFFIX = ".out"
+ERROR_SUFFIX = ".err"
+
+
+def object_key(prefix: str, name: str, suffix: str) -> str:
+    """``{prefix}/{name}{suffix}``, or ``{name}{suffix}`` with an empty prefix."""
+    prefix = prefix.strip("/")
+    return f"{prefix}/{name}{suffix}" if prefix else f"{name}{suffix}"
+
+
+class ResultStore(abc.ABC):
+    """Where results and error records go: a directory, an S3 bucket, a GCS bucket, a container.
+
+    Both operations replace whatever the name held before, and a reader sees either the old
+    content or the whole new content, never part of it. They raise
+    :class:`~core.errors.StoreWriteError` when the store fails (a transient failure).
+    Names handed to a store are validated task ids or ``invalid-<sha256>``: never a path.
+    """
+
+    @abc.abstractmethod
+    def write_result(self, task_id: str, text: str) -> None:
+        """Store ``text`` as the result of ``task_id`` (``{task_id}.out``)."""
+
+    @abc.abstractmethod
+    def write_error(self, record: ErrorRecord) -> None:
+        """Store an error record (``{record.name}.err``)."""

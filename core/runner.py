@@ -1,0 +1,281 @@
+"""The local runner's engine: many tasks, one or more worker processes, a clean stop."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from core.errors import StoreWriteError
+from core.local_store import LocalDirectoryResultStore
+from core.outcome import OutcomeKind
+from core.worker import process_message
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from pathlib import Path
+    from types import FrameType
+
+    from core.task_source import Item
+
+MAX_REPORTED_FAILURES = 20
+
+
+@dataclass
+class RunSummary:
+    """Counts of a run, and the first few failures for the terminal."""
+
+    succeeded: int = 0
+    rejected: int = 0
+    """Bad tasks: their error records were written."""
+    errored: int = 0
+    """Tasks whose result could not be written (the store failed)."""
+    skipped: int = 0
+    failures: list[str] = field(default_factory=list)
+    stopped_by: int | None = None
+    """The signal number that stopped the run early, if one did."""
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        """Tasks that did not produce a result: rejected plus errored."""
+        return self.rejected + self.errored
+
+    @property
+    def processed(self) -> int:
+        """Every task the run finished with, whatever the outcome."""
+        return self.succeeded + self.failed + self.skipped
+
+    def add(self, other: RunSummary) -> None:
+        """Fold a chunk's counts into this summary."""
+        self.succeeded += other.succeeded
+        self.rejected += other.rejected
+        self.errored += other.errored
+        self.skipped += other.skipped
+        room = MAX_REPORTED_FAILURES - len(self.failures)
+        if room > 0:
+            self.failures.extend(other.failures[:room])
+
+    def line(self, results_dir: Path) -> str:
+        """The one-line summary printed at the end of a run."""
+        rate = self.processed / self.seconds if self.seconds > 0 else 0.0
+        text = (
+            f"{self.processed} {'task' if self.processed == 1 else 'tasks'}: "
+            f"{self.succeeded} succeeded, {self.failed} failed, "
+            f"{self.skipped} skipped in {self.seconds:.2f}s ({rate:,.0f} tasks/s); "
+            f"results in {results_dir}"
+        )
+        if self.stopped_by is not None:
+            name = signal.Signals(self.stopped_by).name
+            text = f"stopped by {name}: " + text + "; rerun with --resume to finish"
+        return text
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: where results go, how many processes, and whether to skip finished tasks."""
+
+    results_dir: Path
+    workers: int = 1
+    resume: bool = False
+    durable: bool = False
+
+
+# --- worker side -------------------------------------------------------------------------
+
+_store: LocalDirectoryResultStore | None = None
+_resume = False
+_shared_stop: Any = None
+_local_stop = False
+
+
+def _request_local_stop(signum: int, frame: FrameType | None) -> None:
+    global _local_stop
+    _local_stop = True
+
+
+def _init_worker(results_dir: Path, durable: bool, resume: bool, stop: Any) -> None:
+    global _store, _resume, _shared_stop, _local_stop
+    _store = LocalDirectoryResultStore(results_dir, durable=durable)
+    _resume, _shared_stop, _local_stop = resume, stop, False
+    if stop is not None:  # a pool worker: finish the task in hand, then stop
+        signal.signal(signal.SIGINT, _request_local_stop)
+        signal.signal(signal.SIGTERM, _request_local_stop)
+
+
+def _stop_requested() -> bool:
+    return _local_stop or (_shared_stop is not None and bool(_shared_stop.value))
+
+
+def process_chunk(chunk: list[Item]) -> RunSummary:
+    """Process the tasks of one chunk in order; stop early (not mid-task) if asked to."""
+    store = _store
+    assert store is not None, "worker not initialised"
+    skip_if = store.has_result if _resume else None
+    summary = RunSummary()
+    for position, raw in chunk:
+        if _stop_requested():
+            break
+        try:
+            outcome = process_message(raw, store, skip_if=skip_if)
+        except StoreWriteError as exc:
+            summary.errored += 1
+            if len(summary.failures) < MAX_REPORTED_FAILURES:
+                summary.failures.append(f"task {position}: {exc}")
+            continue
+        kind = outcome.kind
+        if kind is OutcomeKind.SUCCEEDED:
+            summary.succeeded += 1
+        elif kind is OutcomeKind.SKIPPED:
+            summary.skipped += 1
+        else:
+            summary.rejected += 1
+            if len(summary.failures) < MAX_REPORTED_FAILURES:
+                summary.failures.append(
+                    f"task {position}: {outcome.reason} [{outcome.code}] -> {outcome.name}.err"
+                )
+    return summary
+
+
+# --- parent side -------------------------------------------------------------------------
+
+
+class _StopSignals:
+    """Turns the first SIGINT/SIGTERM into a polite stop; a second one acts as usual."""
+
+    def __init__(self, shared: Any) -> None:
+        self.signum: int | None = None
+        self._shared = shared
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        global _local_stop
+        if self.signum is None:
+            self.signum = signum
+            _local_stop = True
+            if self._shared is not None:
+                self._shared.value = 1
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+
+    @property
+    def stopped(self) -> bool:
+        return self.signum is not None
+
+
+def run_chunks(
+    chunks: Iterable[list[Item]],
+    options: RunOptions,
+    *,
+    on_progress: Callable[[int], None] | None = None,
+) -> RunSummary:
+    """Run every chunk, in this process (one worker) or a pool of ``options.workers``."""
+    started = time.monotonic()
+    progress = on_progress or (lambda count: None)
+    if options.workers <= 1:
+        summary = _run_inline(chunks, options, progress)
+    else:
+        summary = _run_pool(chunks, options, progress)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _run_inline(
+    chunks: Iterable[list[Item]], options: RunOptions, progress: Callable[[int], None]
+) -> RunSummary:
+    _init_worker(options.results_dir, options.durable, options.resume, None)
+    summary = RunSummary()
+    with _StopSignals(None) as stop:
+        if options.resume and _store is not None:
+            _store.remove_stale_temporaries()
+        for chunk in chunks:
+            part = process_chunk(chunk)
+            summary.add(part)
+            progress(part.processed)
+            if stop.stopped:
+                break
+    summary.stopped_by = stop.signum
+    return summary
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _run_pool(
+    chunks: Iterable[list[Item]], options: RunOptions, progress: Callable[[int], None]
+) -> RunSummary:
+    context = _pool_context()
+    shared = context.RawValue("b", 0)  # lock-free flag, read once per task
+    summary = RunSummary()
+    if options.resume:
+        LocalDirectoryResultStore(options.results_dir).remove_stale_temporaries()
+    in_flight: set[Future[RunSummary]] = set()
+    limit = options.workers * 4  # bounded read-ahead: memory stays flat on huge inputs
+    with (
+        _StopSignals(shared) as stop,
+        ProcessPoolExecutor(
+            max_workers=options.workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(options.results_dir, options.durable, options.resume, shared),
+        ) as pool,
+    ):
+        iterator = iter(chunks)
+        exhausted = False
+        while in_flight or not exhausted:
+            while not exhausted and not stop.stopped and len(in_flight) < limit:
+                chunk = next(iterator, None)
+                if chunk is None:
+                    exhausted = True
+                else:
+                    in_flight.add(pool.submit(process_chunk, chunk))
+            if stop.stopped:
+                exhausted = True
+            if not in_flight:
+                break
+            done, in_flight = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in done:
+                part = future.result()
+                summary.add(part)
+                progress(part.processed)
+    summary.stopped_by = stop.signum
+    return summary
+
+
+def exit_code(summary: RunSummary) -> int:
+    """0: every task succeeded or was skipped; 1: some failed; 128+N: stopped by signal N."""
+    if summary.stopped_by is not None:
+        return 128 + summary.stopped_by
+    return 1 if summary.failed else 0
+
+
+def default_workers() -> int:
+    """Processes to use for ``--workers 0``: the CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def print_failures(summary: RunSummary) -> None:
+    """List the first failures on stderr, with a pointer to the rest."""
+    for line in summary.failures:
+        print(f"failed: {line}", file=sys.stderr)
+    hidden = summary.failed - len(summary.failures)
+    if hidden > 0:
+        print(f"... and {hidden} more; each bad task has its .err record", file=sys.stderr)

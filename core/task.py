@@ -1,0 +1,199 @@
+"""Task parsing and validation: raw queue bytes, JSON text or a mapping in; a ``Task`` out.
+
+Accepted shapes (the id key and the place of the numbers combine freely)::
+
+    {"id": "t1", "data": {"num1": 42, "num2": 58}}
+    {"task_id": "t1", "num1": 42, "num2": 58}
+    {"task_id": "t1", "data": {"num1": 42, "num2": 58}}
+
+Anything else raises :class:`~core.errors.InvalidTaskError` with a stable ``code``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from core.errors import InvalidTaskError
+from core.numbers import (
+    IntegerText,
+    NonFiniteToken,
+    Number,
+    add_exact,
+    canonical_text,
+    check_number,
+)
+
+MAX_TASK_BYTES = 16 * 1024
+"""Largest task message accepted. A valid task is far smaller; the bound keeps parsing cheap."""
+
+MAX_ID_BYTES = 200
+"""Longest task id in UTF-8 bytes; with ``.out`` and a temporary suffix it fits a file name."""
+
+_ID_KEYS = ("id", "task_id")
+_NUMBER_KEYS = frozenset({"num1", "num2"})
+_FORBIDDEN_IN_ID = re.compile(r"[\x00-\x1f\x7f-\x9f/\\\ud800-\udfff]")
+
+RawTask = bytes | bytearray | memoryview | str | Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A valid task: an id that is safe as a file or object name, and two exact numbers."""
+
+    task_id: str
+    num1: Number
+    num2: Number
+
+    def result_text(self) -> str:
+        """The canonical text of ``num1 + num2`` (what goes into ``{id}.out``)."""
+        return canonical_text(add_exact(self.num1, self.num2))
+
+
+def loads_exact(text: str | bytes | bytearray) -> Any:
+    """``json.loads`` that keeps every digit: fractions become ``Decimal``.
+
+    ``NaN``/``Infinity`` tokens become :class:`NonFiniteToken`, which the number check rejects.
+    """
+    return json.loads(text, parse_float=Decimal, parse_constant=NonFiniteToken)
+
+
+def decode_json(raw: bytes | bytearray | memoryview | str) -> Any:
+    """Parse one raw task message, mapping every failure to a specific ``InvalidTaskError``."""
+    if isinstance(raw, memoryview):
+        raw = raw.tobytes()
+    size = len(raw)
+    if isinstance(raw, str) and size * 4 > MAX_TASK_BYTES:
+        size = len(raw.encode("utf-8", "surrogatepass"))
+    if size > MAX_TASK_BYTES:
+        raise InvalidTaskError(
+            "too_large", f"task message is {size} bytes; at most {MAX_TASK_BYTES} are allowed"
+        )
+    if isinstance(raw, (bytes, bytearray)):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidTaskError(
+                "invalid_encoding", f"task message is not valid UTF-8 (byte {exc.start})"
+            ) from None
+    if not raw.strip():
+        raise InvalidTaskError("empty", "task message is empty")
+    try:
+        return loads_exact(raw)
+    except RecursionError:
+        raise InvalidTaskError("too_deep", "task JSON is nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidTaskError(
+            "invalid_json",
+            f"task message is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+        ) from None
+    except ValueError:
+        # CPython refuses to convert integers longer than sys.get_int_max_str_digits(). Parse
+        # again keeping such integers as text, so the field check can name the field and the
+        # error record can still be named after the task.
+        return json.loads(
+            raw, parse_float=Decimal, parse_constant=NonFiniteToken, parse_int=IntegerText
+        )
+
+
+def check_task_id(value: object) -> str:
+    """Return ``value`` if it is safe as a file and object name, else raise ``InvalidTaskError``."""
+    if not isinstance(value, str):
+        raise InvalidTaskError("invalid_id", "task id must be a string")
+    if not value:
+        raise InvalidTaskError("invalid_id", "task id is empty")
+    if value in (".", ".."):
+        raise InvalidTaskError("invalid_id", f"task id may not be {value!r}")
+    bad = _FORBIDDEN_IN_ID.search(value)
+    if bad is not None:
+        char = bad.group()
+        what = {"/": "'/'", "\\": "'\\'"}.get(char) or (
+            "a lone surrogate" if "\ud800" <= char <= "\udfff" else f"control character {char!r}"
+        )
+        raise InvalidTaskError("invalid_id", f"task id contains {what}")
+    if len(value) * 4 > MAX_ID_BYTES:  # only long ids need the exact byte count
+        size = len(value.encode("utf-8"))
+        if size > MAX_ID_BYTES:
+            raise InvalidTaskError(
+                "invalid_id", f"task id is {size} bytes; at most {MAX_ID_BYTES} are allowed"
+            )
+    return value
+
+
+def _usable_id(body: Mapping[str, Any]) -> str | None:
+    """The message's id if it has exactly one valid one, for naming its error record."""
+    present = [key for key in _ID_KEYS if key in body]
+    if len(present) != 1:
+        return None
+    try:
+        return check_task_id(body[present[0]])
+    except InvalidTaskError:
+        return None
+
+
+def task_from_mapping(body: object) -> Task:
+    """Validate an already-decoded task object."""
+    if not isinstance(body, Mapping):
+        raise InvalidTaskError("not_an_object", "task must be a JSON object")
+    id_keys = [key for key in _ID_KEYS if key in body]
+    if not id_keys:
+        raise InvalidTaskError("missing_field", "task has no 'id' (or 'task_id') field")
+    if len(id_keys) > 1:
+        raise InvalidTaskError("ambiguous_id", "task has both 'id' and 'task_id'")
+    id_key = id_keys[0]
+    task_id = check_task_id(body[id_key])
+
+    if "data" in body:
+        expected = {id_key, "data"}
+        numbers = body["data"]
+        where = "data."
+        if not isinstance(numbers, Mapping):
+            raise InvalidTaskError("invalid_field", "'data' must be a JSON object", task_id)
+        extra = sorted(set(numbers) - _NUMBER_KEYS)
+        if extra:
+            raise InvalidTaskError(
+                "unexpected_field", f"unexpected field 'data.{extra[0]}'", task_id
+            )
+    else:
+        expected = {id_key, *_NUMBER_KEYS}
+        numbers = body
+        where = ""
+    extra = sorted(set(body) - expected)
+    if extra:
+        raise InvalidTaskError("unexpected_field", f"unexpected field '{extra[0]}'", task_id)
+    try:
+        num1, num2 = numbers["num1"], numbers["num2"]
+    except KeyError as exc:
+        raise InvalidTaskError(
+            "missing_field", f"missing field '{where}{exc.args[0]}'", task_id
+        ) from None
+    try:
+        return Task(task_id, check_number(num1, f"{where}num1"), check_number(num2, f"{where}num2"))
+    except InvalidTaskError as exc:
+        exc.task_id = task_id
+        raise
+
+
+def parse_task(raw: RawTask) -> Task:
+    """Parse and validate one task from raw bytes, JSON text, or a mapping.
+
+    Raises :class:`~core.errors.InvalidTaskError`; its ``task_id`` is set whenever the message
+    carried a usable id, so the error record can be named after the task.
+
+    >>> parse_task(b'{"id": "t1", "data": {"num1": 42, "num2": 58}}').result_text()
+    '100'
+    """
+    if isinstance(raw, Mapping):
+        body: Any = raw
+    else:
+        body = decode_json(raw)
+    try:
+        return task_from_mapping(body)
+    except InvalidTaskError as exc:
+        if exc.task_id is None and isinstance(body, Mapping):
+            exc.task_id = _usable_id(body)
+        raise

@@ -1,0 +1,38 @@
+"""The one pipeline every entry point runs: parse, add, write, and say what happened."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from core.errors import InvalidTaskError
+from core.outcome import Outcome, OutcomeKind
+from core.records import ErrorRecord
+from core.task import RawTask, parse_task
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from core.ports import ResultStore
+
+
+def process_message(
+    raw: RawTask, store: ResultStore, *, skip_if: Callable[[str], bool] | None = None
+) -> Outcome:
+    """Handle one task message end to end.
+
+    ``skip_if(task_id)`` returning true skips a valid task without writing (``SKIPPED``).
+
+    Returns a ``SUCCEEDED`` outcome (result written) or a ``REJECTED`` one (the task is bad
+    and its error record was written: acknowledge the message). Raises
+    :class:`~core.errors.StoreWriteError` when the store failed: let the message be retried.
+    """
+    try:
+        task = parse_task(raw)
+    except InvalidTaskError as error:
+        record = ErrorRecord.for_rejection(error, raw)
+        store.write_error(record)
+        return Outcome(OutcomeKind.REJECTED, record.name, record.task_id, error.code, error.message)
+    if skip_if is not None and skip_if(task.task_id):
+        return Outcome(OutcomeKind.SKIPPED, task.task_id, task.task_id)
+    store.write_result(task.task_id, task.result_text())
+    return Outcome(OutcomeKind.SUCCEEDED, task.task_id, task.task_id)
