@@ -1,0 +1,79 @@
+output "project_id" {
+  description = "Project the stack is deployed in (pass it to the google-cloud clients / gcloud)."
+  value       = var.project_id
+}
+
+output "region" {
+  description = "Region of the function and its Cloud Run service."
+  value       = var.region
+}
+
+output "topic_id" {
+  description = "Full ID of the task topic (projects/<project>/topics/<name>); publish task JSON messages here (roles/pubsub.publisher)."
+  value       = google_pubsub_topic.this.id
+}
+
+output "topic_name" {
+  description = "Short name of the task topic."
+  value       = google_pubsub_topic.this.name
+}
+
+output "task_subscription" {
+  description = "Full ID of the push subscription that delivers tasks to the function (carries the dead-letter and retry policies)."
+  value       = google_pubsub_subscription.this.id
+}
+
+output "ack_deadline_seconds" {
+  description = "Ack deadline (= push request timeout) of the task subscription, derived from the function timeout."
+  value       = google_pubsub_subscription.this.ack_deadline_seconds
+}
+
+output "dead_letter_topic" {
+  description = "Full ID of the dead-letter topic; messages that failed max_delivery_attempts times are forwarded here."
+  value       = google_pubsub_topic.dead_letter.id
+}
+
+output "dead_letter_subscription" {
+  description = "Full ID of the pull subscription that keeps dead-lettered messages for inspection or replay."
+  value       = google_pubsub_subscription.dead_letter.id
+}
+
+output "results_bucket" {
+  description = "Name of the results bucket (RESULTS_BUCKET of the function)."
+  value       = google_storage_bucket.results.name
+}
+
+output "results_prefix" {
+  description = "Object name prefix of results (RESULTS_PREFIX): results are <prefix>/<task_id>.out, errors <prefix>/<task_id>.err."
+  value       = var.results_prefix
+}
+
+output "function_name" {
+  description = "Name of the Cloud Run function (also the name of its Cloud Run service)."
+  value       = google_cloudfunctions2_function.this.name
+}
+
+output "function_uri" {
+  description = "run.app URI of the function's Cloud Run service (the push endpoint; internal ingress only, IAM-protected)."
+  value       = google_cloudfunctions2_function.this.service_config[0].uri
+}
+
+output "function_service_account" {
+  description = "Email of the function's runtime service account."
+  value       = google_service_account.function.email
+}
+
+output "invoker_service_account" {
+  description = "Email of the service account whose OIDC token Pub/Sub attaches to each push."
+  value       = google_service_account.invoker.email
+}
+
+output "source_object" {
+  description = "gs:// URL of the deployed source zip (its name carries the zip's SHA-256)."
+  value       = "gs://${google_storage_bucket.source.name}/${google_storage_bucket_object.source.name}"
+}
+
+output "log_bucket" {
+  description = "ID of the dedicated log bucket holding the function's logs, or null when log_retention_days is null."
+  value       = one(google_logging_project_bucket_config.this[*].id)
+}
