@@ -1,0 +1,9 @@
+"""``python -m tests.infra.tfschema STACK_DIR...``"""
+
+from __future__ import annotations
+
+import sys
+
+from .check import main
+
+sys.exit(main())
