@@ -1,0 +1,74 @@
+output "region" {
+  description = "Region the stack is deployed in (pass it to boto3 / the AWS CLI)."
+  value       = var.region
+}
+
+output "queue_url" {
+  description = "URL of the task queue; send task JSON messages here (sqs:SendMessage)."
+  value       = aws_sqs_queue.this.url
+}
+
+output "queue_arn" {
+  description = "ARN of the task queue (grant sqs:SendMessage on it to producers)."
+  value       = aws_sqs_queue.this.arn
+}
+
+output "queue_name" {
+  description = "Name of the task queue."
+  value       = aws_sqs_queue.this.name
+}
+
+output "queue_visibility_timeout_seconds" {
+  description = "Visibility timeout of the task queue, derived from the function timeout and batching window."
+  value       = aws_sqs_queue.this.visibility_timeout_seconds
+}
+
+output "dead_letter_queue_url" {
+  description = "URL of the dead-letter queue; messages that failed max_receive_count times land here."
+  value       = aws_sqs_queue.dlq.url
+}
+
+output "dead_letter_queue_arn" {
+  description = "ARN of the dead-letter queue (e.g. for a redrive back to the task queue)."
+  value       = aws_sqs_queue.dlq.arn
+}
+
+output "results_bucket" {
+  description = "Name of the results bucket (RESULTS_BUCKET of the function)."
+  value       = aws_s3_bucket.results.id
+}
+
+output "results_bucket_arn" {
+  description = "ARN of the results bucket (grant s3:GetObject on <arn>/<prefix>/* to readers)."
+  value       = aws_s3_bucket.results.arn
+}
+
+output "results_prefix" {
+  description = "Key prefix of result objects (RESULTS_PREFIX): results are <prefix>/<task_id>.out, errors <prefix>/<task_id>.err."
+  value       = var.results_prefix
+}
+
+output "function_name" {
+  description = "Name of the worker Lambda function."
+  value       = aws_lambda_function.this.function_name
+}
+
+output "function_arn" {
+  description = "ARN of the worker Lambda function."
+  value       = aws_lambda_function.this.arn
+}
+
+output "log_group_name" {
+  description = "CloudWatch log group of the function (JSON logs)."
+  value       = aws_cloudwatch_log_group.this.name
+}
+
+output "role_arn" {
+  description = "ARN of the function's execution role."
+  value       = aws_iam_role.this.arn
+}
+
+output "event_source_mapping_uuid" {
+  description = "UUID of the SQS event source mapping (to enable/disable polling with the AWS CLI)."
+  value       = aws_lambda_event_source_mapping.this.uuid
+}
