@@ -24,6 +24,20 @@ _FLAGS = (
 )
 
 
+# Temporary names carry the writer's pid, so a resume can tell a dead writer's leftovers from
+# a live writer's files. Cached (getpid is a system call) and refreshed in forked children.
+_writer_pid = os.getpid()
+_temp_counter = itertools.count()
+
+
+def _refresh_writer_pid() -> None:
+    global _writer_pid
+    _writer_pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_refresh_writer_pid)
+
+
 def _is_plain_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name
 
@@ -49,8 +63,6 @@ class LocalDirectoryResultStore(ResultStore):
                 f"cannot open results directory {self.directory}: {exc.strerror}"
             ) from exc
         self._durable = durable
-        self._counter = itertools.count()
-        self._pid = os.getpid()
 
     def close(self) -> None:
         """Release the directory descriptor."""
@@ -102,17 +114,16 @@ class LocalDirectoryResultStore(ResultStore):
     def _write(self, name: str, data: bytes) -> None:
         if not _is_plain_name(name):  # defence in depth: ids are validated upstream
             raise ValueError(f"refusing to write {name!r}: not a plain file name")
-        pid = os.getpid()
-        if pid != self._pid:  # forked worker: restart the counter space under its own pid
-            self._pid, self._counter = pid, itertools.count()
-        temp = f".{name}.{pid}-{next(self._counter)}{TEMP_SUFFIX}"
+        temp = f".{name}.{_writer_pid}-{next(_temp_counter)}{TEMP_SUFFIX}"
         dir_fd = self._dir_fd
         try:
             fd = os.open(temp, _FLAGS, 0o644, dir_fd=dir_fd)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                written = os.write(fd, data)
+                if written < len(data):  # short writes are rare; finish the rest
+                    view = memoryview(data)[written:]
+                    while view:
+                        view = view[os.write(fd, view) :]
                 if self._durable:
                     os.fsync(fd)
             finally:
@@ -129,6 +140,14 @@ class LocalDirectoryResultStore(ResultStore):
 
 
 def _process_alive(pid: int) -> bool:
+    """True if ``pid`` is a running process (a zombie is dead: it can write nothing more)."""
+    try:
+        with Path(f"/proc/{pid}/stat").open("rb") as stat:
+            return stat.read().rpartition(b")")[2][1:2] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (not Linux): ask the kernel directly
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class OutcomeKind(enum.Enum):
@@ -19,8 +19,7 @@ class OutcomeKind(enum.Enum):
     SKIPPED = "skipped"
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """The handled result of one message: its kind, the task id if any, and the record name."""
 
     kind: OutcomeKind

@@ -5,8 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from core.errors import InvalidTaskError
@@ -33,8 +32,7 @@ def raw_bytes(raw: object) -> bytes:
     ).encode("utf-8", "surrogatepass")
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorRecord:
+class ErrorRecord(NamedTuple):
     """A rejected task: the reason, and the raw message so nothing is lost."""
 
     name: str

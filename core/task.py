@@ -14,9 +14,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from core.errors import InvalidTaskError
 from core.numbers import (
@@ -41,8 +40,7 @@ _FORBIDDEN_IN_ID = re.compile(r"[\x00-\x1f\x7f-\x9f/\\\ud800-\udfff]")
 RawTask = bytes | bytearray | memoryview | str | Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Task:
+class Task(NamedTuple):
     """A valid task: an id that is safe as a file or object name, and two exact numbers."""
 
     task_id: str
@@ -59,7 +57,16 @@ def loads_exact(text: str | bytes | bytearray) -> Any:
 
     ``NaN``/``Infinity`` tokens become :class:`NonFiniteToken`, which the number check rejects.
     """
-    return json.loads(text, parse_float=Decimal, parse_constant=NonFiniteToken)
+    if not isinstance(text, str):
+        text = bytes(text).decode("utf-8")
+    return _DECODER.decode(text)
+
+
+# One decoder for the process: json.loads with keyword arguments builds a new one per call.
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=NonFiniteToken)
+_LONG_INT_DECODER = json.JSONDecoder(
+    parse_float=Decimal, parse_constant=NonFiniteToken, parse_int=IntegerText
+)
 
 
 def decode_json(raw: bytes | bytearray | memoryview | str) -> Any:
@@ -80,10 +87,10 @@ def decode_json(raw: bytes | bytearray | memoryview | str) -> Any:
             raise InvalidTaskError(
                 "invalid_encoding", f"task message is not valid UTF-8 (byte {exc.start})"
             ) from None
-    if not raw.strip():
+    if not raw or raw.isspace():
         raise InvalidTaskError("empty", "task message is empty")
     try:
-        return loads_exact(raw)
+        return _DECODER.decode(raw)
     except RecursionError:
         raise InvalidTaskError("too_deep", "task JSON is nested too deeply") from None
     except json.JSONDecodeError as exc:
@@ -95,9 +102,7 @@ def decode_json(raw: bytes | bytearray | memoryview | str) -> Any:
         # CPython refuses to convert integers longer than sys.get_int_max_str_digits(). Parse
         # again keeping such integers as text, so the field check can name the field and the
         # error record can still be named after the task.
-        return json.loads(
-            raw, parse_float=Decimal, parse_constant=NonFiniteToken, parse_int=IntegerText
-        )
+        return _LONG_INT_DECODER.decode(raw)
 
 
 def check_task_id(value: object) -> str:
@@ -135,8 +140,36 @@ def _usable_id(body: Mapping[str, Any]) -> str | None:
         return None
 
 
+_ID_DATA = frozenset({"id", "data"})
+_TASK_ID_FLAT = frozenset({"task_id", "num1", "num2"})
+
+
 def task_from_mapping(body: object) -> Task:
     """Validate an already-decoded task object."""
+    # Fast path for the two common well-formed shapes; anything unusual takes the careful
+    # path below, which finds the specific error.
+    if type(body) is dict:
+        keys = body.keys()
+        if keys == _ID_DATA:
+            data = body["data"]
+            if type(data) is dict and data.keys() == _NUMBER_KEYS:
+                task_id = check_task_id(body["id"])
+                return _checked(task_id, data["num1"], data["num2"], "data.")
+        elif keys == _TASK_ID_FLAT:
+            task_id = check_task_id(body["task_id"])
+            return _checked(task_id, body["num1"], body["num2"], "")
+    return _task_from_any_mapping(body)
+
+
+def _checked(task_id: str, num1: object, num2: object, where: str) -> Task:
+    try:
+        return Task(task_id, check_number(num1, where + "num1"), check_number(num2, where + "num2"))
+    except InvalidTaskError as exc:
+        exc.task_id = task_id
+        raise
+
+
+def _task_from_any_mapping(body: object) -> Task:
     if not isinstance(body, Mapping):
         raise InvalidTaskError("not_an_object", "task must be a JSON object")
     id_keys = [key for key in _ID_KEYS if key in body]
@@ -171,11 +204,7 @@ def task_from_mapping(body: object) -> Task:
         raise InvalidTaskError(
             "missing_field", f"missing field '{where}{exc.args[0]}'", task_id
         ) from None
-    try:
-        return Task(task_id, check_number(num1, f"{where}num1"), check_number(num2, f"{where}num2"))
-    except InvalidTaskError as exc:
-        exc.task_id = task_id
-        raise
+    return _checked(task_id, num1, num2, where)
 
 
 def parse_task(raw: RawTask) -> Task:
