@@ -1,0 +1,121 @@
+"""One SQS batch: every record through core, concurrently, with a deadline; partial failures."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
+
+from aws_lambda.envelope import SqsMessage, decode_sqs_record
+from core.errors import StoreWriteError
+from core.observe import outcome_fields
+from core.worker import process_message
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from concurrent.futures import Executor
+
+    from core.ports import ResultStore
+
+logger = logging.getLogger("aws_lambda")
+
+NOT_STARTED = "not_started"
+
+
+class BatchItemFailure(TypedDict):
+    """One entry of the partial batch response."""
+
+    itemIdentifier: str
+
+
+class PartialBatchResponse(TypedDict):
+    """What the handler returns; Lambda deletes every record not listed here."""
+
+    batchItemFailures: list[BatchItemFailure]
+
+
+class RecordResult(NamedTuple):
+    """How one record ended: ``retry`` is true when it must go back to the queue."""
+
+    message: SqsMessage
+    retry: bool
+
+
+class UnreportableFailureError(RuntimeError):
+    """A record that must be retried has no messageId, so only failing the batch retries it."""
+
+
+def handle_record(
+    record: Mapping[str, Any],
+    store: ResultStore,
+    remaining_ms: Callable[[], float],
+    margin_ms: float,
+) -> RecordResult:
+    """Process one record, unless the invocation is about to run out of time."""
+    message = decode_sqs_record(record)
+    if remaining_ms() < margin_ms:
+        logger.warning(
+            "not started: invocation deadline near",
+            extra={"message_id": message.message_id, "outcome": NOT_STARTED},
+        )
+        return RecordResult(message, retry=True)
+    started = time.perf_counter()
+    try:
+        outcome = process_message(message.body, store)
+    except StoreWriteError as exc:
+        fields = outcome_fields(
+            None,
+            message_id=message.message_id,
+            seconds=time.perf_counter() - started,
+            error=exc,
+            receive_count=message.receive_count,
+        )
+        logger.warning("task will be retried", extra=fields)
+        return RecordResult(message, retry=True)
+    except Exception as exc:  # a bug must not lose the message: retry it, and it ends in the DLQ
+        fields = outcome_fields(
+            None,
+            message_id=message.message_id,
+            seconds=time.perf_counter() - started,
+            error=exc,
+            receive_count=message.receive_count,
+        )
+        logger.exception("unexpected error; task will be retried", extra=fields)
+        return RecordResult(message, retry=True)
+    fields = outcome_fields(
+        outcome,
+        message_id=message.message_id,
+        seconds=time.perf_counter() - started,
+        receive_count=message.receive_count,
+    )
+    logger.info("task %s", outcome.kind.value, extra=fields)
+    return RecordResult(message, retry=False)
+
+
+def process_batch(
+    records: Sequence[Mapping[str, Any]],
+    store: ResultStore,
+    *,
+    executor: Executor | None,
+    remaining_ms: Callable[[], float],
+    margin_ms: float,
+) -> PartialBatchResponse:
+    """Run every record (through ``executor`` when given) and list those to retry."""
+
+    def run(record: Mapping[str, Any]) -> RecordResult:
+        return handle_record(record, store, remaining_ms, margin_ms)
+
+    if executor is None or len(records) <= 1:
+        results = [run(record) for record in records]
+    else:
+        results = list(executor.map(run, records))
+    failures: list[BatchItemFailure] = []
+    for result in results:
+        if not result.retry:
+            continue
+        if result.message.message_id is None:
+            raise UnreportableFailureError(
+                "a record without messageId failed; failing the whole batch so it is retried"
+            )
+        failures.append({"itemIdentifier": result.message.message_id})
+    return {"batchItemFailures": failures}

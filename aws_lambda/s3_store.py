@@ -1,0 +1,70 @@
+"""The S3 adapter of the results port."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from core.errors import StoreWriteError
+from core.ports import ERROR_SUFFIX, RESULT_SUFFIX, ResultStore, object_key
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from core.records import ErrorRecord
+
+MAX_POOL_CONNECTIONS = 32
+
+
+def default_client_config(max_pool_connections: int = MAX_POOL_CONNECTIONS) -> Config:
+    """botocore settings: standard retry mode (3 attempts, exponential backoff with jitter,
+    retries throttling and 5xx), short timeouts so one stuck request cannot eat the
+    invocation's deadline, and a connection pool as large as the handler's thread pool."""
+    return Config(
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=2,
+        read_timeout=5,
+        max_pool_connections=max_pool_connections,
+    )
+
+
+class S3ResultStore(ResultStore):
+    """Writes ``{prefix}/{id}.out`` and ``{prefix}/{name}.err`` objects to one bucket.
+
+    The boto3 client is created on first use (so importing stays cheap) and reused for the
+    life of the process; pass ``client`` to inject one.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", *, client: S3Client | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self._client = client
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> S3Client:
+        """The S3 client, created once (thread-safe)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = boto3.session.Session().client(
+                        "s3", config=default_client_config()
+                    )
+        return self._client
+
+    def write_result(self, task_id: str, text: str) -> None:
+        self._put(object_key(self.prefix, task_id, RESULT_SUFFIX), text.encode(), "text/plain")
+
+    def write_error(self, record: ErrorRecord) -> None:
+        key = object_key(self.prefix, record.name, ERROR_SUFFIX)
+        self._put(key, record.to_json(), "application/json")
+
+    def _put(self, key: str, body: bytes, content_type: str) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreWriteError(f"cannot write s3://{self.bucket}/{key}: {exc}") from exc
