@@ -54,6 +54,19 @@ def pack_batches(bodies: Iterable[bytes]) -> Iterator[list[bytes] | SendProblem]
         yield batch
 
 
+def _is_permanent(error: Exception) -> bool:
+    """Errors that another try cannot fix: no credentials, access denied, no such queue."""
+    from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+
+    if isinstance(error, (NoCredentialsError, NoRegionError)):
+        return True
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
+        code = error.response.get("Error", {}).get("Code", "")
+        return 400 <= status < 500 and "Throttl" not in code
+    return False
+
+
 def send_batch(
     client: SQSClient, queue_url: str, bodies: list[bytes], max_attempts: int = 5
 ) -> BatchOutcome:
@@ -69,7 +82,7 @@ def send_batch(
         try:
             response = client.send_message_batch(QueueUrl=queue_url, Entries=entries)
         except Exception as exc:  # botocore already retried the call itself
-            if attempt == max_attempts:
+            if attempt == max_attempts or _is_permanent(exc):
                 outcome.problems.append(
                     SendProblem(len(pending), f"SendMessageBatch failed: {exc}")
                 )

@@ -23,7 +23,6 @@ pytestmark = pytest.mark.infra
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-PLUGIN_DIR = Path("/opt/tf-plugins")
 EXPECTED_ARTIFACTS = {
     "google-6.50.0.json.gz": (
         "registry.terraform.io/hashicorp/google",
@@ -263,9 +262,9 @@ def line_of(path: Path, needle: str) -> int:
     return lines[0]
 
 
-def terraform_validate(stack: Path) -> list[dict[str, Any]]:
+def terraform_validate(stack: Path, plugin_dir: Path) -> list[dict[str, Any]]:
     """Error diagnostics of ``terraform validate -json`` (after an offline init)."""
-    init = ["terraform", "init", "-backend=false", "-input=false", f"-plugin-dir={PLUGIN_DIR}"]
+    init = ["terraform", "init", "-backend=false", "-input=false", f"-plugin-dir={plugin_dir}"]
     subprocess.run(init, cwd=stack, check=True, capture_output=True)
     out = subprocess.run(
         ["terraform", "validate", "-json", "-no-color"], cwd=stack, capture_output=True, text=True
@@ -274,10 +273,6 @@ def terraform_validate(stack: Path) -> list[dict[str, Any]]:
     return [d for d in diagnostics if d["severity"] == "error"]
 
 
-needs_terraform = pytest.mark.skipif(
-    shutil.which("terraform") is None or not PLUGIN_DIR.is_dir(),
-    reason="terraform and the offline aws plugin mirror are needed",
-)
 
 
 @pytest.mark.parametrize("name", ["google", "azurerm", "aws"])
@@ -392,8 +387,7 @@ def test_lock_file_must_select_the_schema_artifact_version(tmp_path: Path) -> No
 def test_repository_stack_passes_the_schema_check(cloud: str, provider: str) -> None:
     # GIVEN a stack of this repository
     directory = REPO_ROOT / "infra" / cloud
-    if not any(directory.glob("*.tf")):
-        pytest.skip(f"infra/{cloud} has no Terraform files yet")
+    assert any(directory.glob("*.tf")), f"infra/{cloud} has no Terraform files"
     # WHEN the schema check runs on it
     stack = check_stack(directory, SchemaSet())
     # THEN it has no findings, and its cloud's provider schema was used
@@ -401,28 +395,26 @@ def test_repository_stack_passes_the_schema_check(cloud: str, provider: str) -> 
     assert provider in stack.used
 
 
-@needs_terraform
 @pytest.mark.parametrize("source", ["fixture", "repository"])
-def test_aws_stack_passes_both_checks(source: str, tmp_path: Path) -> None:
+def test_aws_stack_passes_both_checks(source: str, tmp_path: Path, plugin_dir: Path) -> None:
     # GIVEN the aws fixture or the repository's aws stack
     original = FIXTURES / "aws" if source == "fixture" else REPO_ROOT / "infra" / "aws"
-    if not any(original.glob("*.tf")):
-        pytest.skip("infra/aws has no Terraform files yet")
     stack_dir = copy_stack(original, tmp_path / "stack")
     # WHEN terraform validate and the schema check both run
-    errors = terraform_validate(stack_dir)
+    errors = terraform_validate(stack_dir, plugin_dir)
     findings = check_stack(stack_dir, SchemaSet()).findings
     # THEN both accept it
     assert (errors, findings) == ([], [])
 
 
-@needs_terraform
 @pytest.mark.parametrize("case", AWS_AGREEMENT, ids=[p.id for p in AWS_AGREEMENT])
-def test_aws_planted_error_fails_both_checks_on_the_same_line(case: Plant, tmp_path: Path) -> None:
+def test_aws_planted_error_fails_both_checks_on_the_same_line(
+    case: Plant, tmp_path: Path, plugin_dir: Path
+) -> None:
     # GIVEN the aws fixture with one planted mistake
     stack_dir = plant(case, tmp_path / "stack")
     # WHEN terraform validate and the schema check both run
-    errors = terraform_validate(stack_dir)
+    errors = terraform_validate(stack_dir, plugin_dir)
     findings = check_stack(stack_dir, SchemaSet()).findings
     # THEN both fail, pointing at the same line
     validate_lines = {e["range"]["start"]["line"] for e in errors if "range" in e}

@@ -142,3 +142,28 @@ def test_status_and_redrive(
     assert adder(["status", "aws", *args]) == 0
     out = capsys.readouterr().out
     assert "task queue:   3 waiting" in out and "dead letters: 0" in out
+
+
+def test_submit_without_credentials_fails_fast_with_the_reason(
+    tmp_path: Path,
+    aws_env: str,
+    queues: Queues,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN no credentials anywhere
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    tasks = tmp_path / "t.jsonl"
+    tasks.write_text('{"id": "a", "data": {"num1": 1, "num2": 2}}\n')
+    calls: list[int] = []
+    monkeypatch.setattr("aws_lambda.submit.time.sleep", lambda seconds: calls.append(1))
+    # WHEN submitting / THEN it exits 1 saying why, without retrying what cannot succeed
+    code = adder(["submit", "aws", "--queue-url", queues.url, "--no-progress", str(tasks)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "Unable to locate credentials" in captured.err
+    assert "1 could not be sent" in captured.out
+    assert calls == []

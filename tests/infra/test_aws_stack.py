@@ -1,0 +1,304 @@
+"""infra/aws for real: terraform apply against a moto server, then the deployed zip's handler
+processes tasks submitted to the queue the stack created, then terraform destroy."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+
+from aws_lambda.cli import PACKAGE
+from core.cli import main as adder
+from core.packaging import build_package
+from tests.conftest import REPO_ROOT
+from tests.support.esm import EventSourceMapping
+from tests.support.servers import free_port, running_server
+from tests.support.terraform import TerraformStack, find_terraform
+from tests.support.tools import require
+from tests.support.zip_runtime import InvocationError, ZipRuntime
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+pytestmark = [pytest.mark.infra, pytest.mark.integration]
+
+REGION = "us-east-1"
+TEST_VARS = {
+    "region": REGION,
+    "name": "adder-e2e",
+    "results_prefix": "results",
+    "lambda_timeout": 1,
+    "max_receive_count": 2,
+    "force_destroy": True,
+    # moto would otherwise try to run the function in Docker on every send (see README)
+    "event_source_mapping_enabled": False,
+}
+
+
+class Deployed:
+    """The applied stack: its outputs, the moto endpoint and clients on it."""
+
+    def __init__(self, stack: TerraformStack, endpoint: str, zip_path: Path) -> None:
+        self.stack = stack
+        self.endpoint = endpoint
+        self.zip_path = zip_path
+        self.outputs: dict[str, Any] = stack.output()
+        session = boto3.session.Session(
+            aws_access_key_id="test", aws_secret_access_key="test", region_name=REGION
+        )
+        self.sqs = session.client("sqs", endpoint_url=endpoint)
+        self.s3 = session.client("s3", endpoint_url=endpoint)
+        self.lambda_ = session.client("lambda", endpoint_url=endpoint)
+        self.iam = session.client("iam", endpoint_url=endpoint)
+        self.logs = session.client("logs", endpoint_url=endpoint)
+
+
+def test_all_stacks_are_formatted() -> None:
+    terraform = find_terraform()
+    require(terraform is not None, "terraform is not installed")
+    assert terraform is not None
+    result = subprocess.run(
+        [terraform, "fmt", "-check", "-recursive", "-no-color", "infra"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, f"unformatted: {result.stdout}{result.stderr}"
+
+
+@pytest.fixture(scope="module")
+def deployed(plugin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    work = tmp_path_factory.mktemp("aws-stack")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    zip_path = build_package(PACKAGE, work / "aws_lambda.zip")
+    with (
+        running_server(command, f"{endpoint}/moto-api/", log=work / "moto.log"),
+        TerraformStack.copy_of(
+            REPO_ROOT / "infra" / "aws", work / "stack", plugin_dir=plugin_dir
+        ) as stack,
+    ):
+        stack.with_moto_endpoints(endpoint)
+        stack.init()
+        stack.apply({**TEST_VARS, "lambda_zip_path": str(zip_path)})
+        try:
+            yield Deployed(stack, endpoint, zip_path)
+        finally:
+            stack.destroy()
+
+
+def test_outputs_name_what_a_user_needs(deployed: Deployed) -> None:
+    outputs = deployed.outputs
+    for name in (
+        "queue_url",
+        "dead_letter_queue_url",
+        "results_bucket",
+        "results_prefix",
+        "function_name",
+    ):
+        assert outputs[name], name
+    assert outputs["results_prefix"] == "results"
+
+
+def test_queue_has_encryption_dlq_and_derived_visibility_timeout(deployed: Deployed) -> None:
+    attributes = deployed.sqs.get_queue_attributes(
+        QueueUrl=deployed.outputs["queue_url"], AttributeNames=["All"]
+    )["Attributes"]
+    dlq_arn = deployed.sqs.get_queue_attributes(
+        QueueUrl=deployed.outputs["dead_letter_queue_url"], AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    assert attributes["VisibilityTimeout"] == str(6 * TEST_VARS["lambda_timeout"])  # type: ignore[operator]
+    assert json.loads(attributes["RedrivePolicy"]) == {
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": 2,
+    }
+    assert attributes["SqsManagedSseEnabled"] == "true"
+
+
+def test_bucket_is_encrypted_private_and_owner_enforced(deployed: Deployed) -> None:
+    bucket = deployed.outputs["results_bucket"]
+    rules = deployed.s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"][
+        "Rules"
+    ]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    block = deployed.s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert all(block.values()) and len(block) == 4
+    ownership = deployed.s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]
+    assert ownership["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+
+
+def test_function_runs_the_packaged_zip_with_the_right_settings(deployed: Deployed) -> None:
+    config = deployed.lambda_.get_function_configuration(
+        FunctionName=deployed.outputs["function_name"]
+    )
+    assert config["Handler"] == "aws_lambda.handler.lambda_handler"
+    assert config["Runtime"] == "python3.13"
+    assert config["Architectures"] == ["arm64"]
+    assert config["Environment"]["Variables"] == {
+        "RESULTS_BUCKET": deployed.outputs["results_bucket"],
+        "RESULTS_PREFIX": "results",
+    }
+    digest = base64.b64encode(hashlib.sha256(deployed.zip_path.read_bytes()).digest()).decode()
+    assert config["CodeSha256"] == digest
+    (mapping,) = deployed.lambda_.list_event_source_mappings(
+        EventSourceArn=deployed.outputs["queue_arn"]
+    )["EventSourceMappings"]
+    assert mapping["FunctionArn"] == config["FunctionArn"]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BatchSize"] == 10
+
+
+def test_role_is_least_privilege(deployed: Deployed) -> None:
+    function = deployed.lambda_.get_function_configuration(
+        FunctionName=deployed.outputs["function_name"]
+    )
+    role_name = function["Role"].rsplit("/", 1)[1]
+    (policy_name,) = deployed.iam.list_role_policies(RoleName=role_name)["PolicyNames"]
+    document = deployed.iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)[
+        "PolicyDocument"
+    ]
+    statements = {s["Sid"]: s for s in document["Statement"]}
+    queue_arn = deployed.outputs["queue_arn"]
+    bucket = deployed.outputs["results_bucket"]
+
+    def listed(value: str | list[str]) -> list[str]:
+        return sorted([value] if isinstance(value, str) else value)
+
+    assert listed(statements["ConsumeTaskQueue"]["Action"]) == [
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+    ]
+    assert listed(statements["ConsumeTaskQueue"]["Resource"]) == [queue_arn]
+    assert listed(statements["WriteResults"]["Action"]) == ["s3:PutObject"]
+    assert listed(statements["WriteResults"]["Resource"]) == [f"arn:aws:s3:::{bucket}/results/*"]
+    assert all(
+        resource.endswith(":*") and "/aws/lambda/adder-e2e-worker" in resource
+        for resource in listed(statements["WriteOwnLogs"]["Resource"])
+    )
+    for statement in document["Statement"]:
+        assert "*" not in listed(statement["Action"])
+        assert "*" not in listed(statement["Resource"])
+
+
+def test_log_group_keeps_logs_for_the_retention_period(deployed: Deployed) -> None:
+    groups = deployed.logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/adder-e2e-worker")
+    (group,) = groups["logGroups"]
+    assert group["retentionInDays"] > 0
+
+
+def test_tasks_submitted_to_the_deployed_queue_end_as_results_errors_or_dead_letters(
+    deployed: Deployed,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN the deployed zip running in its own interpreter with the function's environment
+    outputs = deployed.outputs
+    config = deployed.lambda_.get_function_configuration(FunctionName=outputs["function_name"])
+    env = {
+        **config["Environment"]["Variables"],
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ENDPOINT_URL": deployed.endpoint,
+    }
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "test")  # for the submit command run in this process
+    runtime = ZipRuntime(deployed.zip_path, config["Handler"], tmp_path, env)
+    assert runtime.code_dir in runtime.core_file.parents  # core came from the zip, not the repo
+    tasks = tmp_path / "tasks.jsonl"
+    good = [{"id": f"t{i}", "data": {"num1": i, "num2": 10**30}} for i in range(50)]
+    tasks.write_text("".join(json.dumps(t) + "\n" for t in good) + "not json\n")
+    try:
+        # WHEN tasks are submitted with the CLI and delivered like the event source mapping
+        code = adder(
+            [
+                "submit",
+                "aws",
+                "--queue-url",
+                outputs["queue_url"],
+                "--endpoint-url",
+                deployed.endpoint,
+                "--region",
+                REGION,
+                "--no-progress",
+                str(tasks),
+            ]
+        )
+        assert code == 0
+        mapping = EventSourceMapping(
+            deployed.sqs,
+            outputs["queue_url"],
+            lambda event, context: runtime.invoke(event, context.get_remaining_time_in_millis()),
+        )
+        mapping.drain(timeout=120)
+    finally:
+        runtime.close()
+    # THEN each result is exact and the bad task has its error record, under the prefix
+    bucket = outputs["results_bucket"]
+    for task in good:
+        body = deployed.s3.get_object(Bucket=bucket, Key=f"results/{task['id']}.out")["Body"].read()
+        assert body == str(task["data"]["num1"] + 10**30).encode()  # type: ignore[index]
+    keys = [o["Key"] for o in deployed.s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert len(keys) == 51 and all(k.startswith("results/") for k in keys)
+    assert sum(k.endswith(".err") for k in keys) == 1
+    assert "sent 51 messages" in capsys.readouterr().out
+
+
+def test_a_task_whose_write_always_fails_ends_in_the_dead_letter_queue(
+    deployed: Deployed, tmp_path: Path
+) -> None:
+    # GIVEN the deployed zip pointed at a bucket that does not exist (every write fails)
+    outputs = deployed.outputs
+    env = {
+        "RESULTS_BUCKET": "no-such-bucket-for-adder",
+        "RESULTS_PREFIX": "results",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ENDPOINT_URL": deployed.endpoint,
+    }
+    runtime = ZipRuntime(deployed.zip_path, "aws_lambda.handler.lambda_handler", tmp_path, env)
+    body = '{"id": "doomed", "data": {"num1": 1, "num2": 2}}'
+    deployed.sqs.send_message(QueueUrl=outputs["queue_url"], MessageBody=body)
+    try:
+        # WHEN it is delivered until the redrive policy gives up
+        mapping = EventSourceMapping(
+            deployed.sqs,
+            outputs["queue_url"],
+            lambda event, context: runtime.invoke(event, context.get_remaining_time_in_millis()),
+        )
+        stats = mapping.drain(timeout=120)
+    finally:
+        runtime.close()
+    # THEN it was retried max_receive_count times and now waits in the DLQ
+    assert stats.retried == TEST_VARS["max_receive_count"]
+    got = deployed.sqs.receive_message(QueueUrl=outputs["dead_letter_queue_url"], WaitTimeSeconds=1)
+    assert [m["Body"] for m in got["Messages"]] == [body]
+
+
+def test_invocation_errors_surface(deployed: Deployed, tmp_path: Path) -> None:
+    # A handler crash must fail the invocation (so Lambda retries the batch), not vanish.
+    runtime = ZipRuntime(
+        deployed.zip_path,
+        "aws_lambda.handler.lambda_handler",
+        tmp_path,
+        {
+            "RESULTS_BUCKET": "",
+            "AWS_ENDPOINT_URL": deployed.endpoint,
+        },
+    )
+    try:
+        with pytest.raises(InvocationError, match="RESULTS_BUCKET is not set"):
+            runtime.invoke({"Records": [{"messageId": "m", "body": "{}"}]})
+    finally:
+        runtime.close()

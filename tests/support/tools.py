@@ -1,0 +1,27 @@
+"""Tools a test needs (terraform, node, ...): skip with the reason locally, fail in CI.
+
+``.ci/run`` sets ``ADDER_REQUIRE_TOOLS=1``, so a missing tool there is a failure, never a
+silently skipped test.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+REQUIRE_ENV = "ADDER_REQUIRE_TOOLS"
+
+
+def tools_required() -> bool:
+    """True when a missing tool must fail the run (CI)."""
+    return os.environ.get(REQUIRE_ENV, "") not in ("", "0", "false")
+
+
+def require(available: bool, reason: str) -> None:
+    """Skip (locally) or fail (CI) the calling test when ``available`` is false."""
+    if available:
+        return
+    if tools_required():
+        pytest.fail(f"{reason} ({REQUIRE_ENV} is set, so this is a failure)")
+    pytest.skip(reason)
