@@ -44,9 +44,13 @@ def write_tasks(path: Path, count: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tasks", type=int, default=100_000, help="tasks per run (default 100000)")
-    parser.add_argument("--dir", default="/dev/shm", help="where tasks and results go (default /dev/shm)")
+    parser.add_argument(
+        "--dir", default="/dev/shm", help="where tasks and results go (default /dev/shm)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per variant (default 3)")
     args = parser.parse_args(argv)
 
@@ -82,12 +86,16 @@ def main(argv: list[str] | None = None) -> int:
             produced = len(os.listdir(results_of(name)))
             assert produced == args.tasks, f"{name} wrote {produced} of {args.tasks} results"
         sample = f"task-{args.tasks - 1}.out"
-        assert {(results_of(n) / sample).read_text() for n in variants} == {str(4 * (args.tasks - 1) + 7)}
+        assert {(results_of(n) / sample).read_text() for n in variants} == {
+            str(4 * (args.tasks - 1) + 7)
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     naive = timings["naive"].median
-    print(f"local runner, {args.tasks:,} tasks in {args.dir}, median of {args.repeat} (cpus: {os.cpu_count()})")
+    print(
+        f"local runner, {args.tasks:,} tasks in {args.dir}, median of {args.repeat} (cpus: {os.cpu_count()})"
+    )
     print(f"{'variant':<18}{'median':>9}{'tasks/s':>11}{'vs naive':>10}  spread")
     for timing in timings.values():
         print(

@@ -35,7 +35,7 @@ MAX_ID_BYTES = 200
 
 _ID_KEYS = ("id", "task_id")
 _NUMBER_KEYS = frozenset({"num1", "num2"})
-_FORBIDDEN_IN_ID = re.compile(r"[\x00-\x1f\x7f-\x9f/\\\ud800-\udfff]")
+_FORBIDDEN_IN_ID = r"[\x00-\x1f\x7f-\x9f/\\\ud800-\udfff]"
 
 RawTask = bytes | bytearray | memoryview | str | Mapping[str, Any]
 
@@ -113,7 +113,16 @@ def check_task_id(value: object) -> str:
         raise InvalidTaskError("invalid_id", "task id is empty")
     if value in (".", ".."):
         raise InvalidTaskError("invalid_id", f"task id may not be {value!r}")
-    bad = _FORBIDDEN_IN_ID.search(value)
+    # Common case first: short printable ASCII without separators needs no pattern search.
+    if (
+        len(value) <= MAX_ID_BYTES
+        and value.isascii()
+        and value.isprintable()
+        and "/" not in value
+        and "\\" not in value
+    ):
+        return value
+    bad = re.search(_FORBIDDEN_IN_ID, value)  # compiled once, on first use, by re's cache
     if bad is not None:
         char = bad.group()
         what = {"/": "'/'", "\\": "'\\'"}.get(char) or (

@@ -29,10 +29,19 @@ def process_message(
     try:
         task = parse_task(raw)
     except InvalidTaskError as error:
-        record = ErrorRecord.for_rejection(error, raw)
-        store.write_error(record)
-        return Outcome(OutcomeKind.REJECTED, record.name, record.task_id, error.code, error.message)
+        return reject(error, raw, store)
     if skip_if is not None and skip_if(task.task_id):
         return Outcome(OutcomeKind.SKIPPED, task.task_id, task.task_id)
     store.write_result(task.task_id, task.result_text())
     return Outcome(OutcomeKind.SUCCEEDED, task.task_id, task.task_id)
+
+
+def reject(error: InvalidTaskError, raw: object, store: ResultStore) -> Outcome:
+    """Write the error record of a message that can never succeed, and say so.
+
+    Entry points also call it for an envelope they cannot decode (the message never reaches
+    the task parser): the record keeps whatever bytes arrived.
+    """
+    record = ErrorRecord.for_rejection(error, raw)
+    store.write_error(record)
+    return Outcome(OutcomeKind.REJECTED, record.name, record.task_id, error.code, error.message)

@@ -16,6 +16,10 @@ locals {
   # Objects are "{prefix}/{task_id}.out|.err", or "{task_id}.out|.err" with an empty prefix.
   results_key_prefix = var.results_prefix == "" ? "" : "${var.results_prefix}/"
 
+  # Custom role IDs allow [a-zA-Z0-9_.] only; a destroyed role's ID stays taken for
+  # up to 37 days, hence the override (see README.md, "Least privilege").
+  results_writer_role_id = coalesce(var.results_writer_role_id, "${replace(var.name, "-", "_")}_results_writer")
+
   # For a push subscription the ack deadline is also the HTTP request timeout
   # (10-600 s). It must not be shorter than the function timeout, or Pub/Sub
   # redelivers a task that is still running (anchors pitfall 2).
@@ -62,7 +66,7 @@ resource "google_project_service" "this" {
 resource "google_service_account" "function" {
   account_id   = local.function_name
   display_name = "${local.function_name} runtime"
-  description  = "Runtime identity of the ${local.function_name} function: may only create result objects."
+  description  = "Runtime identity of the ${local.function_name} function: may only create and replace result objects."
 
   depends_on = [google_project_service.this]
 }
@@ -272,11 +276,26 @@ resource "google_storage_bucket_object" "source" {
   content_type = "application/zip"
 }
 
-# Object creation only, and only under the results prefix. Overwriting an
-# existing object would also need storage.objects.delete, which is not granted.
+# The function writes {prefix}/{id}.out|.err and must be able to write them
+# again: Pub/Sub delivers at least once, and a re-submitted task id replaces its
+# result. Replacing an existing object needs storage.objects.delete as well as
+# storage.objects.create (roles/storage.objectCreator alone answers 403 to every
+# retry of an already written task, which would then loop until dead-lettered).
+# This custom role holds exactly those two permissions: no get, list or update.
+resource "google_project_iam_custom_role" "results_writer" {
+  project     = var.project_id
+  role_id     = local.results_writer_role_id
+  title       = "${local.function_name} results writer"
+  description = "Create and replace result objects (storage.objects.create + storage.objects.delete); bound on the results bucket under the results prefix only."
+  permissions = ["storage.objects.create", "storage.objects.delete"]
+
+  depends_on = [google_project_service.this]
+}
+
+# Bound on the results bucket only, and only for objects under the prefix.
 resource "google_storage_bucket_iam_member" "function_results" {
   bucket = google_storage_bucket.results.name
-  role   = "roles/storage.objectCreator"
+  role   = google_project_iam_custom_role.results_writer.name
   member = google_service_account.function.member
 
   dynamic "condition" {

@@ -215,6 +215,17 @@ variable "results_prefix" {
   }
 }
 
+variable "results_writer_role_id" {
+  description = "ID of the project custom role that lets the function create and replace result objects (storage.objects.create and storage.objects.delete). Null: \"<name with _ for ->_results_writer\". Set another ID to re-create a stack within 37 days of destroying it (a deleted custom role's ID cannot be reused before then)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.results_writer_role_id == null || can(regex("^[a-zA-Z0-9_.]{3,64}$", var.results_writer_role_id))
+    error_message = "The results_writer_role_id must be 3-64 characters of letters, digits, underscores and periods."
+  }
+}
+
 variable "results_expiration_days" {
   description = "When set, result objects under the prefix are deleted this many days after creation (lifecycle rule); null keeps them forever."
   type        = number

@@ -7,7 +7,6 @@ import base64
 import hashlib
 import json
 import subprocess
-import sys
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -17,6 +16,7 @@ from aws_lambda.cli import PACKAGE
 from core.cli import main as adder
 from core.packaging import build_package
 from tests.conftest import REPO_ROOT
+from tests.support import moto_server
 from tests.support.esm import EventSourceMapping
 from tests.support.servers import free_port, running_server
 from tests.support.terraform import TerraformStack, find_terraform
@@ -78,10 +78,11 @@ def deployed(plugin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     work = tmp_path_factory.mktemp("aws-stack")
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     zip_path = build_package(PACKAGE, work / "aws_lambda.zip")
     with (
-        running_server(command, f"{endpoint}/moto-api/", log=work / "moto.log"),
+        running_server(
+            moto_server.command(port), f"{endpoint}/moto-api/", log=work / "moto.log", cwd=REPO_ROOT
+        ),
         TerraformStack.copy_of(
             REPO_ROOT / "infra" / "aws", work / "stack", plugin_dir=plugin_dir
         ) as stack,

@@ -273,8 +273,6 @@ def terraform_validate(stack: Path, plugin_dir: Path) -> list[dict[str, Any]]:
     return [d for d in diagnostics if d["severity"] == "error"]
 
 
-
-
 @pytest.mark.parametrize("name", ["google", "azurerm", "aws"])
 def test_valid_fixture_has_no_findings(name: str) -> None:
     # GIVEN a fixture stack written against the pinned provider schema

@@ -28,12 +28,14 @@ class _Body:
         yield self._data
 
 
-def _response(
+def canned_response(
     request: AWSPreparedRequest, status: int, body: bytes, content_type: str
 ) -> AWSResponse:
+    """A response botocore will parse as if the service had sent it."""
     headers = HTTPHeaders()
     headers["Content-Type"] = content_type
-    headers["x-amzn-RequestId"] = "injected-fault"
+    headers["x-amzn-RequestId"] = "canned"
+    headers["ETag"] = '"d41d8cd98f00b204e9800998ecf8427e"'
     return AWSResponse(request.url, status, headers, _Body(body))
 
 
@@ -61,7 +63,7 @@ class S3PutFaults:
         with self._lock:
             self.injected += 1
         body = b"<Error><Code>InternalError</Code><Message>injected fault</Message></Error>"
-        return _response(request, 500, body, "application/xml")
+        return canned_response(request, 500, body, "application/xml")
 
 
 class SqsBatchSendFaults:
@@ -93,4 +95,4 @@ class SqsBatchSendFaults:
         with self._lock:
             self.injected_entries += len(failed)
         answer = json.dumps({"Successful": [], "Failed": failed}).encode()
-        return _response(request, 200, answer, "application/x-amz-json-1.0")
+        return canned_response(request, 200, answer, "application/x-amz-json-1.0")

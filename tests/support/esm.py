@@ -138,6 +138,14 @@ class EventSourceMapping:
             and int(attributes["ApproximateNumberOfMessagesNotVisible"]) == 0
         )
 
+    def _settled_empty(self) -> bool:
+        # Queue counts are approximate (and cached briefly by the test server): believe an
+        # empty queue only when it still looks empty a moment later.
+        if not self.queue_is_empty():
+            return False
+        time.sleep(0.3)
+        return self.queue_is_empty()
+
     def drain(self, *, pollers: int = 1, timeout: float = 300.0) -> MappingStats:
         """Poll with ``pollers`` threads until the queue holds no message at all."""
         deadline = time.monotonic() + timeout
@@ -147,7 +155,7 @@ class EventSourceMapping:
             try:
                 while time.monotonic() < deadline:
                     if self.poll_once() == 0:
-                        if self.queue_is_empty():
+                        if self._settled_empty():
                             return
                         time.sleep(0.2)  # failures are invisible until their timeout ends
             except BaseException as exc:  # surface poller crashes in the test

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import urllib.request
 import uuid
 from typing import TYPE_CHECKING
@@ -11,6 +10,8 @@ from typing import TYPE_CHECKING
 import boto3
 import pytest
 
+from tests.conftest import REPO_ROOT
+from tests.support import moto_server
 from tests.support.servers import free_port, running_server
 
 if TYPE_CHECKING:
@@ -28,8 +29,7 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("moto") / "moto.log"
-    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    with running_server(command, f"{url}/moto-api/", log=log):
+    with running_server(moto_server.command(port), f"{url}/moto-api/", log=log, cwd=REPO_ROOT):
         yield url
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -12,6 +13,7 @@ from aws_lambda.s3_store import S3ResultStore
 from aws_lambda.submit import submit
 from core.cli import main as adder
 from tests.integration.aws.conftest import Queues, all_keys, read_object
+from tests.support import moto_server
 from tests.support.aws_faults import S3PutFaults, SqsBatchSendFaults
 from tests.support.esm import EventSourceMapping
 
@@ -22,6 +24,11 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 pytestmark = pytest.mark.integration
+
+
+def settle_counts() -> None:
+    """SQS message counts are approximate; the test server caches them for a moment."""
+    time.sleep(moto_server.COUNT_CACHE_SECONDS + 0.1)
 
 
 def dlq_bodies(sqs: SQSClient, dlq_url: str) -> list[str]:
@@ -129,6 +136,7 @@ def test_status_and_redrive(
         sqs.send_message(QueueUrl=queues.dlq_url, MessageBody=f'{{"id": "d{i}"}}')
     sqs.send_message(QueueUrl=queues.url, MessageBody="{}")
     s3.put_object(Bucket=bucket, Key="p/x.out", Body=b"1")
+    settle_counts()
     # WHEN status is asked / THEN it shows the depths and counts
     args = ["--queue-url", queues.url, "--dlq-url", queues.dlq_url]
     assert adder(["status", "aws", *args, "--bucket", bucket, "--prefix", "p"]) == 0
@@ -139,6 +147,7 @@ def test_status_and_redrive(
     # WHEN the DLQ is redriven / THEN its messages are back on the task queue
     assert adder(["redrive", "aws", "--dlq-url", queues.dlq_url, "--queue-url", queues.url]) == 0
     assert "moved 2 messages" in capsys.readouterr().out
+    settle_counts()
     assert adder(["status", "aws", *args]) == 0
     out = capsys.readouterr().out
     assert "task queue:   3 waiting" in out and "dead letters: 0" in out
