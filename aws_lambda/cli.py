@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
+from core.cli_args import add_progress_arguments, progress_bar, whole_number
 from core.errors import ProviderUnavailableError
 from core.packaging import PackageSpec, register_package_command
-from core.progress import ProgressBar
-from core.task_source import count_tasks
 
 if TYPE_CHECKING:
     import argparse
@@ -51,8 +49,7 @@ def _submit(args: argparse.Namespace) -> int:
     from aws_lambda.submit import submit
 
     sqs, _ = _clients(args)
-    show = sys.stderr.isatty() if args.progress is None else args.progress
-    bar = ProgressBar(count_tasks(args.tasks) if show else None, enabled=show)
+    bar = progress_bar(args, args.tasks)
     summary = submit(sqs, args.queue_url, args.tasks, concurrency=args.concurrency, progress=bar)
     print(summary.line(args.queue_url))
     return summary.exit_code
@@ -97,10 +94,10 @@ def register(groups: dict[str, argparse._SubParsersAction[Any]]) -> None:
         "again. Exit 0 only if every task was sent.",
     )
     submit.add_argument("--queue-url", required=True, help="the stack's queue_url output")
-    submit.add_argument("--concurrency", type=int, default=8, help="batches in flight (default 8)")
-    bar = submit.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None)
-    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    submit.add_argument(
+        "--concurrency", type=whole_number(1), default=8, help="batches in flight (default 8)"
+    )
+    add_progress_arguments(submit)
     _add_connection_arguments(submit)
     submit.add_argument("tasks", metavar="TASKS", help="tasks file, or - for stdin")
     submit.set_defaults(handler=_submit)

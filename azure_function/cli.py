@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import TYPE_CHECKING, Any
 
+from core.cli_args import add_progress_arguments, whole_number
 from core.packaging import PackageSpec, register_package_command
 
 if TYPE_CHECKING:
@@ -59,20 +60,12 @@ def _register_submit(group: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("tasks", metavar="TASKS", help="JSON Lines, a JSON array, or - for stdin")
     parser.add_argument(
         "--max-attempts",
-        type=_at_least_one,
+        type=whole_number(1),
         default=3,
         metavar="N",
         help="sends of a batch that fails transiently, after the SDK's own retries (default 3)",
     )
-    bar = parser.add_mutually_exclusive_group()
-    bar.add_argument(
-        "--progress",
-        dest="progress",
-        action="store_true",
-        default=None,
-        help="always draw the progress bar (default: only on a terminal)",
-    )
-    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never draw it")
+    add_progress_arguments(parser)
     parser.set_defaults(handler=_lazy("azure_function.send", "run_submit"))
 
 
@@ -133,16 +126,6 @@ def _add_queue_arguments(parser: argparse.ArgumentParser, *, required: bool = Tr
         help="use a connection string instead of Entra ID, e.g. for local use "
         "(default: $SERVICEBUS_CONNECTION_STRING)",
     )
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
 
 
 def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:

@@ -16,10 +16,9 @@ import time
 import uuid
 from typing import TYPE_CHECKING, TextIO
 
+from core.cli_args import progress_bar
 from core.errors import ConfigError, ProviderUnavailableError
-from core.progress import ProgressBar
 from core.submit import SubmitSummary, message_bodies
-from core.task_source import count_tasks
 
 if TYPE_CHECKING:
     import argparse
@@ -218,9 +217,7 @@ def make_client(namespace: str | None, connection_string: str | None) -> Service
 def run_submit(args: argparse.Namespace) -> int:
     """``adder submit azure``: send the tasks of ``args.tasks`` and print the summary line."""
     client = make_client(args.namespace, args.connection_string)
-    total = count_tasks(args.tasks)
-    show = sys.stderr.isatty() if args.progress is None else args.progress
-    bar = ProgressBar(total, enabled=show)
+    bar = progress_bar(args, args.tasks)
     with client:
         sender = client.get_queue_sender(args.queue)
         try:

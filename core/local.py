@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.cli_args import add_progress_arguments, progress_bar, whole_number
 from core.config import load_config
 from core.errors import ConfigError, StoreWriteError
 from core.progress import ProgressBar
 from core.runner import RunOptions, default_workers, exit_code, print_failures, run_chunks
-from core.task_source import Item, count_tasks, iter_task_chunks
+from core.task_source import Item, iter_task_chunks
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -41,16 +42,6 @@ examples:
   generate_tasks | python -m core.local --tasks - --resume"""
 
 
-def _positive_or_zero(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (one per CPU) or more")
-    return value
-
-
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The runner's options; shared by ``python -m core.local`` and ``adder run``."""
     parser.add_argument(
@@ -67,7 +58,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=_positive_or_zero,
+        type=whole_number(0, " (0 = one per CPU)"),
         default=1,
         metavar="N",
         help="worker processes (default 1; 0 = one per CPU)",
@@ -80,15 +71,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="fsync every file so results survive power loss, not only a crash (slower)",
     )
-    bar = parser.add_mutually_exclusive_group()
-    bar.add_argument(
-        "--progress",
-        dest="progress",
-        action="store_true",
-        default=None,
-        help="always draw the progress bar (default: only on a terminal)",
-    )
-    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never draw it")
+    add_progress_arguments(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,11 +98,11 @@ def run_from_args(args: argparse.Namespace) -> int:
         for warning in config.warnings if config else []:
             print(f"warning: {warning}", file=sys.stderr)
         if args.tasks:
-            total = count_tasks(args.tasks)
             chunks = iter_task_chunks(args.tasks)
+            bar = progress_bar(args, args.tasks)
         elif config is not None and config.sample_task is not None:
-            total = 1
             chunks = iter(_sample_chunks(("sample_task", config.sample_task)))
+            bar = ProgressBar(1, enabled=False)  # one task needs no bar
         elif config is not None:
             raise ConfigError(
                 f"config file {config.path} has no sample_task, and no --tasks was given"
@@ -130,8 +113,6 @@ def run_from_args(args: argparse.Namespace) -> int:
             )
         workers = args.workers or default_workers()
         options = RunOptions(results_dir, workers, args.resume, args.durable)
-        show = sys.stderr.isatty() if args.progress is None else args.progress
-        bar = ProgressBar(total, enabled=show and total != 1)
         try:
             summary = run_chunks(chunks, options, on_progress=bar.advance)
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from core.cli_args import add_progress_arguments, whole_number
 from core.packaging import PackageSpec, register_package_command
 
 if TYPE_CHECKING:
@@ -50,21 +51,11 @@ def _register_submit(group: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("tasks", metavar="TASKS", help="tasks file, or - for stdin")
     parser.add_argument(
         "--attempts",
-        type=_positive,
+        type=whole_number(1),
         default=DEFAULT_ATTEMPTS,
         help=f"publish rounds per message before giving up (default {DEFAULT_ATTEMPTS})",
     )
-    progress = parser.add_mutually_exclusive_group()
-    progress.add_argument(
-        "--progress",
-        dest="progress",
-        action="store_true",
-        default=None,
-        help="always draw the progress bar (default: only on a terminal)",
-    )
-    progress.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="never draw it"
-    )
+    add_progress_arguments(parser)
 
     def handler(args: argparse.Namespace) -> int:
         from gcp_function.publish import submit_from_args
@@ -102,15 +93,3 @@ def _register_status(group: argparse._SubParsersAction[Any]) -> None:
         return status_from_args(args)
 
     parser.set_defaults(handler=handler)
-
-
-def _positive(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value

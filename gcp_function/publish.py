@@ -16,10 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from core.cli_args import progress_bar
 from core.errors import AdderError, ConfigError, ProviderUnavailableError
-from core.progress import ProgressBar
 from core.submit import SubmitSummary, message_bodies
-from core.task_source import count_tasks
 
 if TYPE_CHECKING:
     import argparse
@@ -212,9 +211,7 @@ def submit_from_args(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--topic must look like projects/PROJECT/topics/TOPIC, not {args.topic!r}"
         )
-    total = count_tasks(args.tasks)
-    show = sys.stderr.isatty() if args.progress is None else args.progress
-    bar = ProgressBar(total, enabled=show)
+    bar = progress_bar(args, args.tasks)
     publisher = publisher_client()
     try:
         result = publish_all(

@@ -101,4 +101,4 @@ def test_attempts_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
         build_parser().parse_args(
             ["submit", "gcp", "--topic", "projects/p/topics/t", "x", "--attempts", "0"]
         )
-    assert "must be at least 1" in capsys.readouterr().err
+    assert "must be 1 or more" in capsys.readouterr().err
