@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -42,6 +43,11 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 6
     raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
 
 
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+
+
 @contextmanager
 def running_server(
     command: Sequence[str],
@@ -65,11 +71,11 @@ def running_server(
         wait_until_up(ready_url, process)
         yield process
     finally:
-        process.terminate()
+        _signal_group(process, signal.SIGTERM)  # the whole group: servers may fork workers
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            process.kill()
+            _signal_group(process, signal.SIGKILL)
             process.wait(timeout=10)
         if log:
             output.close()  # type: ignore[union-attr]

@@ -6,7 +6,6 @@ skipped, except under ``CI=true``, where a missing emulator is a failure.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -18,6 +17,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.support import tools
+from tests.support.servers import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -34,14 +35,6 @@ ACCOUNT_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 START_TIMEOUT_SECONDS = 60.0
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def connection_string(port: int) -> str:
@@ -98,11 +91,7 @@ def azurite_missing_reason() -> str | None:
 def require_azurite() -> None:
     """Skip the test without Azurite; fail instead when CI=true."""
     reason = azurite_missing_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
+    tools.require(reason is None, reason or "")
 
 
 def start_azurite(attempts: int = 3) -> Azurite:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import sys
 import time
@@ -37,14 +36,6 @@ FUNCTION_BUCKET = "adder-results"
 MISSING_BUCKET = "adder-no-such-bucket"
 
 
-def require(available: bool, reason: str) -> None:
-    """Skip locally; fail in CI (``ADDER_REQUIRE_TOOLS=1``, see tests/support/tools.py, or
-    ``CI=true``), where every tool must be there."""
-    if not available and os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true, so this is a failure)")
-    tools.require(available, reason)
-
-
 def tool(name: str) -> str | None:
     """A console script installed next to this interpreter, or on PATH."""
     beside = Path(sys.executable).with_name(name)
@@ -55,7 +46,7 @@ def tool(name: str) -> str | None:
 def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``http://127.0.0.1:<port>`` of an in-memory gcp-storage-emulator."""
     executable = tool("gcp-storage-emulator")
-    require(executable is not None, "gcp-storage-emulator is not installed")
+    tools.require(executable is not None, "gcp-storage-emulator is not installed")
     assert executable is not None
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -131,7 +122,7 @@ def function_running(
     source: Path, emulator: str, bucket: str, prefix: str, log: Path
 ) -> Iterator[FunctionServer]:
     """The real functions-framework server (gunicorn) serving ``source/main.py``."""
-    require(
+    tools.require(
         importlib.util.find_spec("functions_framework") is not None,
         "functions-framework is not installed",
     )
