@@ -60,36 +60,26 @@ def handle_record(
         )
         return RecordResult(message, retry=True)
     started = time.perf_counter()
+    outcome = error = None
     try:
         outcome = process_message(message.body, store)
-    except StoreWriteError as exc:
-        fields = outcome_fields(
-            None,
-            message_id=message.message_id,
-            seconds=time.perf_counter() - started,
-            error=exc,
-            receive_count=message.receive_count,
-        )
-        logger.warning("task will be retried", extra=fields)
-        return RecordResult(message, retry=True)
-    except Exception as exc:  # a bug must not lose the message: retry it, and it ends in the DLQ
-        fields = outcome_fields(
-            None,
-            message_id=message.message_id,
-            seconds=time.perf_counter() - started,
-            error=exc,
-            receive_count=message.receive_count,
-        )
-        logger.exception("unexpected error; task will be retried", extra=fields)
-        return RecordResult(message, retry=True)
+    except Exception as exc:  # StoreWriteError, or a bug: either way retry, never lose it
+        error = exc
     fields = outcome_fields(
         outcome,
         message_id=message.message_id,
         seconds=time.perf_counter() - started,
+        error=error,
         receive_count=message.receive_count,
     )
-    logger.info("task %s", outcome.kind.value, extra=fields)
-    return RecordResult(message, retry=False)
+    if outcome is not None:
+        logger.info("task %s", outcome.kind.value, extra=fields)
+        return RecordResult(message, retry=False)
+    if isinstance(error, StoreWriteError):
+        logger.warning("task will be retried", extra=fields)
+    else:  # unexpected: log the traceback; the record ends in the DLQ if it keeps failing
+        logger.error("unexpected error; task will be retried", extra=fields, exc_info=error)
+    return RecordResult(message, retry=True)
 
 
 def process_batch(
