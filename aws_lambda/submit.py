@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 MAX_BATCH_ENTRIES = 10
 MAX_BATCH_BYTES = 256 * 1024
 """SendMessageBatch limits: 10 entries, and (classic limit, still accepted everywhere) 256 KiB."""
+_NOT_SQS_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+"""A character SQS refuses in a body (its allowed set is XML's); one fails the whole batch."""
 
 
 @dataclass
@@ -42,8 +45,9 @@ def pack_batches(bodies: Iterable[bytes]) -> Iterator[list[bytes] | SendProblem]
     batch: list[bytes] = []
     size = 0
     for body in bodies:
-        if len(body) > MAX_BATCH_BYTES:
-            yield SendProblem(1, f"a message of {len(body):,} bytes is over SQS's limit")
+        problem = _unsendable(body)
+        if problem is not None:
+            yield SendProblem(1, problem)
             continue
         if len(batch) == MAX_BATCH_ENTRIES or size + len(body) > MAX_BATCH_BYTES:
             yield batch
@@ -52,6 +56,22 @@ def pack_batches(bodies: Iterable[bytes]) -> Iterator[list[bytes] | SendProblem]
         size += len(body)
     if batch:
         yield batch
+
+
+def _unsendable(body: bytes) -> str | None:
+    """Why SQS cannot take ``body`` as a message, or None."""
+    if len(body) > MAX_BATCH_BYTES:
+        return f"a message of {len(body):,} bytes is over SQS's limit"
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"a message is not valid UTF-8 (byte {exc.start}); SQS carries text only"
+    if not text:
+        return "an empty message; SQS needs at least one character"
+    bad = _NOT_SQS_TEXT.search(text)
+    if bad is not None:
+        return f"a message holds {bad.group()!r} at character {bad.start()}, which SQS refuses"
+    return None
 
 
 def _is_permanent(error: Exception) -> bool:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import ConfigError
+from core.errors import ConfigError, InvalidTaskError
 from core.task import loads_exact
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def load_config(path: str | Path) -> RunnerConfig:
             f"config file {path} is not valid JSON: {exc.msg} "
             f"(line {exc.lineno}, column {exc.colno})"
         ) from None
-    except (ValueError, RecursionError) as exc:
+    except (ValueError, RecursionError, InvalidTaskError) as exc:
         raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
     return parse_config(document, path)
 

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from core.errors import InvalidTaskError
+from core.ids import INVALID_PREFIX
 
 MAX_RAW_KEPT = 64 * 1024
 """Most bytes of a rejected message kept in its error record; larger ones are cut and flagged."""
 
-INVALID_PREFIX = "invalid-"
 
 
 def raw_bytes(raw: object) -> bytes:

@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from core.errors import InvalidTaskError
+from core.ids import INVALID_PREFIX
 from core.numbers import (
     IntegerText,
     NonFiniteToken,
@@ -63,9 +64,26 @@ def loads_exact(text: str | bytes | bytearray) -> Any:
 
 
 # One decoder for the process: json.loads with keyword arguments builds a new one per call.
-_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=NonFiniteToken)
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build a JSON object, refusing a repeated name (parsers disagree on which one wins)."""
+    fields = dict(pairs)
+    if len(fields) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise InvalidTaskError("duplicate_field", f"field {name!r} appears more than once")
+            seen.add(name)
+    return fields
+
+
+_DECODER = json.JSONDecoder(
+    parse_float=Decimal, parse_constant=NonFiniteToken, object_pairs_hook=_unique_fields
+)
 _LONG_INT_DECODER = json.JSONDecoder(
-    parse_float=Decimal, parse_constant=NonFiniteToken, parse_int=IntegerText
+    parse_float=Decimal,
+    parse_constant=NonFiniteToken,
+    parse_int=IntegerText,
+    object_pairs_hook=_unique_fields,
 )
 
 
@@ -105,6 +123,10 @@ def decode_json(raw: bytes | bytearray | memoryview | str) -> Any:
         return _LONG_INT_DECODER.decode(raw)
 
 
+def _is_record_hash(text: str) -> bool:
+    return len(text) == 64 and all(char in "0123456789abcdef" for char in text)
+
+
 def check_task_id(value: object) -> str:
     """Return ``value`` if it is safe as a file and object name, else raise ``InvalidTaskError``."""
     if not isinstance(value, str):
@@ -113,6 +135,10 @@ def check_task_id(value: object) -> str:
         raise InvalidTaskError("invalid_id", "task id is empty")
     if value in (".", ".."):
         raise InvalidTaskError("invalid_id", f"task id may not be {value!r}")
+    if value.startswith(INVALID_PREFIX) and _is_record_hash(value[len(INVALID_PREFIX) :]):
+        raise InvalidTaskError(
+            "invalid_id", "task id may not have the form invalid-<sha256>, kept for error records"
+        )
     # Common case first: short printable ASCII without separators needs no pattern search.
     if (
         len(value) <= MAX_ID_BYTES

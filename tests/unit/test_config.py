@@ -39,6 +39,7 @@ def write(tmp_path: Path, content: str) -> Path:
         ('{"provider": "ibm"}', "unknown provider 'ibm'"),
         ('{"config": "x"}', "'config' must be an object"),
         ('{"result_bucket": null}', "'result_bucket' must be a string, not null"),
+        ('{"sample_task": {}, "sample_task": {}}', "'sample_task' appears more than once"),
     ],
 )
 def test_bad_configs_raise_one_clear_error(tmp_path: Path, content: str, words: str) -> None:

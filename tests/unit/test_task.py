@@ -67,6 +67,24 @@ def _code_of(raw: object) -> tuple[str, str | None, str]:
         ),
         (b'{"id": "t", "num1": 1, "num2": 2, "data": {}}', "unexpected_field", "t", "'num1'"),
         (b'{"id": 7, "data": {"num1": 1, "num2": 2}}', "invalid_id", None, "string"),
+        (
+            b'{"id": "a", "id": "b", "data": {"num1": 1, "num2": 2}}',
+            "duplicate_field",
+            None,
+            "'id'",
+        ),
+        (
+            b'{"id": "t", "data": {"num1": 1, "num1": 2, "num2": 3}}',
+            "duplicate_field",
+            None,
+            "'num1'",
+        ),
+        (
+            b'{"id": "invalid-' + b"0" * 64 + b'", "data": {"num1": 1, "num2": 2}}',
+            "invalid_id",
+            None,
+            "invalid-<sha256>",
+        ),
         (b'{"id": null, "data": {"num1": 1, "num2": 2}}', "invalid_id", None, "string"),
         (b'{"id": "t", "data": {"num1": NaN, "num2": 2}}', "invalid_number", "t", "NaN"),
         (b'{"id": "t", "data": {"num1": "1", "num2": 2}}', "invalid_number", "t", "string"),
@@ -114,7 +132,17 @@ def test_unsafe_ids_are_rejected(task_id: str, words: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "task_id", ["test-task", "tâche", "数据-7", "emoji-🙂", ".hidden", "a..b", "x" * MAX_ID_BYTES]
+    "task_id",
+    [
+        "test-task",
+        "tâche",
+        "数据-7",
+        "emoji-🙂",
+        ".hidden",
+        "a..b",
+        "invalid-input",
+        "x" * MAX_ID_BYTES,
+    ],
 )
 def test_valid_unicode_ids_are_accepted(task_id: str) -> None:
     assert check_task_id(task_id) == task_id
