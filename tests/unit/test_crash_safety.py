@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from typing import TYPE_CHECKING
-
-import pytest
 
 from tests.conftest import REPO_ROOT
 
@@ -77,46 +72,3 @@ def test_store_write_killed_midway_leaves_no_partial_result(results_dir: Path) -
 
     assert LocalDirectoryResultStore(results_dir).remove_stale_temporaries() == 1
     assert [p.name for p in results_dir.iterdir()] == ["victim.out"]
-
-
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_runner_killed_at_random_points_then_resumed_has_every_result_whole(
-    tmp_path: Path, workers: str
-) -> None:
-    # GIVEN 20,000 tasks whose results have known values
-    total = 20_000
-    tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text(
-        "".join(
-            json.dumps({"id": f"t{i}", "data": {"num1": i, "num2": 10**40}}) + "\n"
-            for i in range(total)
-        )
-    )
-    results = tmp_path / "results"
-    command = [sys.executable, "-m", "core.local", "--tasks", str(tasks), "--resume"]
-    command += ["--workers", workers, "--results-dir", str(results)]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    rng = random.Random(int(workers))
-    # WHEN the runner is killed with SIGKILL three times at random moments, then run to the end
-    kills = 0
-    for _ in range(3):
-        process = subprocess.Popen(
-            command,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        time.sleep(rng.uniform(0.5, 1.5))
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            kills += 1
-        process.wait(timeout=60)
-    final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    # THEN every result is present and exactly right, and no temporary is left
-    assert kills >= 1
-    assert final.returncode == 0, final.stderr
-    names = os.listdir(results)
-    assert sorted(names) == sorted(f"t{i}.out" for i in range(total))
-    for i in range(total):
-        assert (results / f"t{i}.out").read_text() == str(i + 10**40)
