@@ -15,7 +15,6 @@ MAX_RAW_KEPT = 64 * 1024
 """Most bytes of a rejected message kept in its error record; larger ones are cut and flagged."""
 
 
-
 def raw_bytes(raw: object) -> bytes:
     """The message as bytes: as delivered, or (for a mapping) as canonical JSON.
 

@@ -16,7 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.records import INVALID_PREFIX, MAX_RAW_KEPT
+from core.ids import INVALID_PREFIX
+from core.records import MAX_RAW_KEPT
 from tests.conftest import REPO_ROOT
 
 DATA_FILE = REPO_ROOT / "tests" / "data" / "bad_inputs.json"

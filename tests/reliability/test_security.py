@@ -100,10 +100,10 @@ def test_no_committed_file_holds_a_credential(reliability_row: Callable[[Row], N
 @pytest.mark.parametrize(
     ("text", "kind"),
     [
-        ("key = AKIAABCDEFGHIJKLMNOP", "AWS access key id"),
+        ("key = AKIA" + "ABCDEFGHIJKLMNOP", "AWS access key id"),
         ("aws_secret_access_key = " + "a" * 40, "AWS secret access key"),
-        ("-----BEGIN RSA PRIVATE KEY-----", "private key"),
-        ('{"private_key_id": "0123456789abcdef0123456789"}', "GCP service-account key"),
+        ("-----BEGIN RSA " + "PRIVATE KEY-----", "private key"),
+        ('{"private_key_id": "' + "0123456789abcdef" * 2 + '"}', "GCP service-account key"),
         ("AccountName=x;AccountKey=" + "B" * 86 + "==", "Azure storage account key"),
         (
             "Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=" + "c" * 43 + "=",
