@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 RESULTS_DIR_ENV = "ADDER_RESULTS_DIR"
 EXIT_USAGE = 2
+BLOCK_BYTES = 32 * 1024
+"""JSON Lines reach the workers in blocks of about this many bytes (a few hundred tasks)."""
 
 DESCRIPTION = """\
 Run add-two-numbers tasks on this machine and write each result to RESULTS_DIR/{id}.out
@@ -98,7 +100,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         for warning in config.warnings if config else []:
             print(f"warning: {warning}", file=sys.stderr)
         if args.tasks:
-            chunks = iter_task_chunks(args.tasks)
+            chunks = iter_task_chunks(args.tasks, block_bytes=BLOCK_BYTES)
             bar = progress_bar(args, args.tasks)
         elif config is not None and config.sample_task is not None:
             chunks = iter(_sample_chunks(("sample_task", config.sample_task)))

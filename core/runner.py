@@ -112,7 +112,7 @@ def _stop_requested() -> bool:
     return _local_stop or (_shared_stop is not None and bool(_shared_stop.value))
 
 
-def process_chunk(chunk: list[Item]) -> RunSummary:
+def process_chunk(chunk: Iterable[Item]) -> RunSummary:
     """Process the tasks of one chunk in order; stop early (not mid-task) if asked to."""
     store = _store
     assert store is not None, "worker not initialised"
@@ -177,7 +177,7 @@ class _StopSignals:
 
 
 def run_chunks(
-    chunks: Iterable[list[Item]],
+    chunks: Iterable[Iterable[Item]],
     options: RunOptions,
     *,
     on_progress: Callable[[int], None] | None = None,
@@ -194,7 +194,7 @@ def run_chunks(
 
 
 def _run_inline(
-    chunks: Iterable[list[Item]], options: RunOptions, progress: Callable[[int], None]
+    chunks: Iterable[Iterable[Item]], options: RunOptions, progress: Callable[[int], None]
 ) -> RunSummary:
     _init_worker(options.results_dir, options.durable, options.resume, None)
     summary = RunSummary()
@@ -217,7 +217,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 
 def _run_pool(
-    chunks: Iterable[list[Item]], options: RunOptions, progress: Callable[[int], None]
+    chunks: Iterable[Iterable[Item]], options: RunOptions, progress: Callable[[int], None]
 ) -> RunSummary:
     context = _pool_context()
     shared = context.RawValue("b", 0)  # lock-free flag, read once per task

@@ -11,7 +11,7 @@ from core.errors import ConfigError
 from core.task import RawTask
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
 Item = tuple[int | str, RawTask]
 """``(position, raw task)``: the line number (JSON Lines), the 1-based index (array) or a label."""
@@ -42,18 +42,48 @@ def _first_byte(stream: BinaryIO) -> bytes:
     return b""
 
 
-def iter_task_chunks(source: str, chunk_size: int = 256) -> Iterator[list[Item]]:
+class LineBlock:
+    """Whole lines of a JSON Lines input, as one bytes object, and the first one's number.
+
+    The runner hands these to its worker processes instead of lists of lines: one bytes
+    object pickles and splits in C, where a list costs the reading process a Python step per
+    line (measured: about a tenth of a 2-worker run's CPU). Iterating gives the same
+    ``(line number, line)`` items, blank lines left out, as a list chunk would hold.
+    """
+
+    __slots__ = ("data", "first_line")
+
+    def __init__(self, first_line: int, data: bytes) -> None:
+        self.first_line = first_line
+        self.data = data
+
+    def __iter__(self) -> Iterator[Item]:
+        for number, raw_line in enumerate(self.data.split(b"\n"), start=self.first_line):
+            line = raw_line.rstrip(b"\r")
+            if line.strip():
+                yield number, line
+
+    def __reduce__(self) -> tuple[type[LineBlock], tuple[int, bytes]]:
+        return LineBlock, (self.first_line, self.data)
+
+
+def iter_task_chunks(
+    source: str, chunk_size: int = 256, *, block_bytes: int | None = None
+) -> Iterator[Iterable[Item]]:
     """Yield the tasks of ``source`` (a path or ``-``) in chunks of at most ``chunk_size``.
 
     A file whose first non-blank character is ``[`` is one JSON array (checked whole before
     any task is yielded; a broken array is a :class:`ConfigError`). Anything else is JSON
     Lines: one task per line; blank lines are ignored; a line that is not valid JSON is a bad
-    task like any other, not a file error.
+    task like any other, not a file error. With ``block_bytes``, JSON Lines come as
+    :class:`LineBlock` chunks of about that many bytes (whole lines) instead of lists.
     """
     stream = _open_binary(source)
     try:
         if _first_byte(stream) == b"[":
             yield from _chunks(_array_items(stream.read(), source), chunk_size)
+        elif block_bytes is not None:
+            yield from _line_blocks(stream, block_bytes)
         else:
             yield from _chunks(_line_items(stream), chunk_size)
     finally:
@@ -70,6 +100,25 @@ def _chunks(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+def _line_blocks(stream: BinaryIO, block_bytes: int) -> Iterator[LineBlock]:
+    # read1: what a pipe has now, so a slow producer's tasks are not held back for a full block
+    read = getattr(stream, "read1", stream.read)
+    first_line = 1
+    parts: list[bytes] = []  # the start of a line not yet ended (a list: no quadratic copies)
+    while data := read(block_bytes):
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            parts.append(data)
+            continue
+        parts.append(data[:cut])
+        block = b"".join(parts)
+        parts = [data[cut:]] if cut < len(data) else []
+        yield LineBlock(first_line, block)
+        first_line += block.count(b"\n")
+    if parts:
+        yield LineBlock(first_line, b"".join(parts))
 
 
 def _line_items(stream: BinaryIO) -> Iterator[Item]:
