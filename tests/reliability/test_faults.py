@@ -373,6 +373,74 @@ def leading_faults(rule: FaultRule, key: str, limit: int = 50) -> int:
     return count
 
 
+@dataclass(frozen=True)
+class FaultPlan:
+    """The GCP and Azure workload: 190 good and 10 bad messages, and which good ones fail how."""
+
+    messages: list[Message]
+    doomed: list[Message]
+    """4 whose every upload fails: dead-lettered after MAX_DELIVERIES."""
+    hiccup: list[Message]
+    """8 whose first upload fails with an error the SDK does not retry: one redelivery."""
+    dropped: list[Message]
+    """8 whose first upload loses its connection: the SDK retries it."""
+
+
+def fault_plan(seed: int) -> FaultPlan:
+    """A seeded :class:`FaultPlan`."""
+    messages = workload(190, 10, seed=seed)
+    doomed = pick([m for m in messages if m.expected], 4, seed=seed + 1)
+    rest = [m for m in messages if m not in doomed]
+    chosen = pick(rest, 16, seed=seed + 2)
+    return FaultPlan(messages, doomed, chosen[:8], chosen[8:])
+
+
+def check_proxy_attempts(
+    rules: dict[str, FaultRule], plan: FaultPlan, prefix: str, doomed_attempts: int
+) -> None:
+    """Each rule saw the attempts the plan implies: the doomed ``doomed_attempts`` each, the
+    hiccups and drops 2 (one fault, one success), the flaky ones their leading faults + 1."""
+    key = f"{prefix}/{{}}".format
+    assert rules["doomed"].attempts == {key(m.record): doomed_attempts for m in plan.doomed}
+    assert rules["hiccup"].attempts == {key(m.record): 2 for m in plan.hiccup}
+    assert rules["dropped"].attempts == {key(m.record): 2 for m in plan.dropped}
+    flaky = rules["flaky"]
+    for name, attempts in flaky.attempts.items():
+        assert flaky.faults.get(name, 0) == leading_faults(flaky, name) == attempts - 1, name
+    assert flaky.injected > 0
+
+
+def proxy_row(
+    target: str,
+    what: str,
+    plan: FaultPlan,
+    proxy: FaultProxy,
+    objects: dict[str, bytes],
+    deliveries: Deliveries,
+    started: float,
+    note: str,
+) -> Row:
+    """The reliability row of a fault-proxy run, from the objects found after it."""
+    ledger = settle(plan.messages, objects, {m.task_id for m in deliveries.dead})
+    flaky = next(rule for rule in proxy.rules if rule.name == "flaky")
+    return Row(
+        "store faults",
+        target,
+        what,
+        cases=len(plan.doomed) + len(plan.hiccup) + len(plan.dropped) + len(flaky.faults),
+        messages=len(plan.messages),
+        faults_injected=proxy.injected,
+        results=ledger.results,
+        error_records=ledger.error_records,
+        dead_lettered=ledger.dead_lettered,
+        lost=ledger.lost,
+        wrong=ledger.wrong,
+        duplicates=deliveries.total - len(plan.messages),
+        seconds=time.monotonic() - started,
+        note=note,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # GCP: Pub/Sub push -> functions-framework (the deployment zip) -> fault proxy -> GCS emulator
 
@@ -416,11 +484,8 @@ def test_gcp_transient_gcs_faults_are_absorbed_and_permanent_ones_dead_letter(
     # 5xx); 8 get one 403 (the redelivery succeeds); 8 get their connection dropped once and
     # every other upload a seeded 10% chance of 503 on each attempt (the SDK's retry absorbs
     # both inside the function)
-    messages = workload(190, 10, seed=21)
-    doomed = pick([m for m in messages if m.expected], 4, seed=22)
-    rest = [m for m in messages if m not in doomed]
-    chosen = pick(rest, 16, seed=23)
-    hiccup, dropped = chosen[:8], chosen[8:]
+    plan = fault_plan(seed=21)
+    messages, doomed, hiccup, dropped = plan.messages, plan.doomed, plan.hiccup, plan.dropped
     upload = rf"^/upload/storage/v1/b/{new_bucket.name}/o\?"
 
     def by_name(selected: Sequence[Message]) -> bytes:
@@ -471,14 +536,7 @@ def test_gcp_transient_gcs_faults_are_absorbed_and_permanent_ones_dead_letter(
     assert deliveries.dead == [m for m in messages if m in doomed]
     # AND at the proxy: a 403 was never retried by the SDK, a dropped connection or a 503
     # was retried until it went through
-    key = f"{GCS_PREFIX}/{{}}".format
-    assert rules["doomed"].attempts == {key(m.record): MAX_DELIVERIES for m in doomed}
-    assert rules["hiccup"].attempts == {key(m.record): 2 for m in hiccup}
-    assert rules["dropped"].attempts == {key(m.record): 2 for m in dropped}
-    flaky = rules["flaky"]
-    for name, attempts in flaky.attempts.items():
-        assert flaky.faults.get(name, 0) == leading_faults(flaky, name) == attempts - 1, name
-    assert flaky.injected > 0
+    check_proxy_attempts(rules, plan, GCS_PREFIX, doomed_attempts=MAX_DELIVERIES)
     # AND the ledger: an exact result or error record for every message not dead-lettered
     # (read by name from the emulator itself: the listing's media links name the proxy, the
     # host the function's client used)
@@ -486,23 +544,16 @@ def test_gcp_transient_gcs_faults_are_absorbed_and_permanent_ones_dead_letter(
         blob.name.removeprefix(GCS_PREFIX + "/"): new_bucket.blob(blob.name).download_as_bytes()
         for blob in gcs_client.list_blobs(new_bucket.name)
     }
-    ledger = settle(messages, objects, {m.task_id for m in deliveries.dead})
     reliability_row(
-        Row(
-            "store faults",
+        proxy_row(
             "gcp",
             "GCS uploads through a fault proxy: 503 (10% of attempts) and dropped connections"
             " retried by the SDK, 403 once (redelivered), 403 always (dead-lettered after 5)",
-            cases=len(doomed) + len(hiccup) + len(dropped) + len(flaky.faults),
-            messages=len(messages),
-            faults_injected=proxy.injected,
-            results=ledger.results,
-            error_records=ledger.error_records,
-            dead_lettered=ledger.dead_lettered,
-            lost=ledger.lost,
-            wrong=ledger.wrong,
-            duplicates=deliveries.total - len(messages),
-            seconds=time.monotonic() - started,
+            plan,
+            proxy,
+            objects,
+            deliveries,
+            started,
             note="functions-framework server from the deployment zip; Pub/Sub's redelivery is"
             " simulated by the test (no emulator here)",
         )
@@ -554,11 +605,8 @@ def test_azure_transient_blob_faults_are_absorbed_and_permanent_ones_dead_letter
     # redelivery succeeds); 8 get their connection dropped once and every other upload a
     # seeded 15% chance of 503 on each attempt (the SDK's retries absorb them, except where
     # all 4 attempts of a delivery fail)
-    messages = workload(190, 10, seed=31)
-    doomed = pick([m for m in messages if m.expected], 4, seed=32)
-    rest = [m for m in messages if m not in doomed]
-    chosen = pick(rest, 16, seed=33)
-    hiccup, dropped = chosen[:8], chosen[8:]
+    plan = fault_plan(seed=31)
+    messages, doomed, hiccup, dropped = plan.messages, plan.doomed, plan.hiccup, plan.dropped
     base = rf"^/{ACCOUNT}/{container.container_name}/"
 
     def blobs(selected: Sequence[Message]) -> str:
@@ -625,38 +673,25 @@ def test_azure_transient_blob_faults_are_absorbed_and_permanent_ones_dead_letter
     assert deliveries.dead == [m for m in messages if m in doomed]
     # AND at the proxy: 4 attempts (1 + 3 SDK retries) per delivery of a doomed blob, a 403
     # never retried, a dropped connection retried
-    key = f"{BLOB_PREFIX}/{{}}".format
-    assert rules["doomed"].attempts == {
-        key(m.record): attempts_per_delivery * MAX_DELIVERIES for m in doomed
-    }
-    assert rules["hiccup"].attempts == {key(m.record): 2 for m in hiccup}
-    assert rules["dropped"].attempts == {key(m.record): 2 for m in dropped}
-    for name, attempts in flaky.attempts.items():
-        assert flaky.faults.get(name, 0) == leading_faults(flaky, name) == attempts - 1, name
-    assert flaky.injected > 0
+    check_proxy_attempts(
+        rules, plan, BLOB_PREFIX, doomed_attempts=attempts_per_delivery * MAX_DELIVERIES
+    )
     # AND the ledger: an exact result or error record for every message not dead-lettered
     objects = {
         name.removeprefix(BLOB_PREFIX + "/"): container.download_blob(name).readall()
         for name in container.list_blob_names()
     }
-    ledger = settle(messages, objects, {m.task_id for m in deliveries.dead})
     reliability_row(
-        Row(
-            "store faults",
+        proxy_row(
             "azure",
             "Blob uploads through a fault proxy: 503 ServerBusy (15% of attempts) and dropped"
             " connections retried by the SDK, 403 once (redelivered), 503 always"
             " (dead-lettered after 5 deliveries of 4 attempts)",
-            cases=len(doomed) + len(hiccup) + len(dropped) + len(flaky.faults),
-            messages=len(messages),
-            faults_injected=proxy.injected,
-            results=ledger.results,
-            error_records=ledger.error_records,
-            dead_lettered=ledger.dead_lettered,
-            lost=ledger.lost,
-            wrong=ledger.wrong,
-            duplicates=deliveries.total - len(messages),
-            seconds=time.monotonic() - started,
+            plan,
+            proxy,
+            objects,
+            deliveries,
+            started,
             note="the registered function with real ServiceBusMessage objects; Service Bus's"
             " redelivery is simulated by the test; SDK retry count as in production, no waits",
         )
