@@ -32,13 +32,12 @@ from google.api_core.exceptions import NotFound
 from aws_lambda.handler import handle_event
 from aws_lambda.s3_store import S3ResultStore, default_client_config
 from aws_lambda.submit import submit
-from azure_function import function_app
 from core.records import MAX_RAW_KEPT
 from core.runner import RunOptions, run_chunks
 from core.task import MAX_ID_BYTES, MAX_TASK_BYTES
 from tests.conftest import REPO_ROOT, files_outside
 from tests.integration.aws.conftest import REGION, all_keys, read_object
-from tests.integration.azure.messages import make_message, registered_function
+from tests.integration.azure.messages import app_settings_for, make_message, registered_function
 from tests.integration.gcp.conftest import function_running
 from tests.reliability.corpus import (
     TRANSPORTS,
@@ -462,20 +461,10 @@ def test_azure_function_handles_every_case(
     reliability_row: Callable[[Row], None],
 ) -> None:
     # GIVEN the registered function, its app settings pointing at Azurite
-    settings = {
-        "TASK_QUEUE_NAME": "tasks",
-        "SERVICEBUS_CONNECTION__fullyQualifiedNamespace": "sb-test.servicebus.windows.net",
-        "RESULTS_BLOB_CONNECTION_STRING": azurite.connection_string,
-        "RESULTS_CONTAINER": container.container_name,
-        "RESULTS_PREFIX": PREFIX,
-    }
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
-    function_app.results_store.cache_clear()
     user_function: Callable[[Any], object] = registered_function().get_user_function()
     cases = CORPUS.carried_by("servicebus")
     started = time.monotonic()
-    try:
+    with app_settings_for(monkeypatch, azurite.connection_string, container.container_name, PREFIX):
         # WHEN each case arrives as a real ServiceBusMessage with a bytes body (4 at a time)
         def deliver(pair: tuple[int, Case]) -> object:
             index, case = pair
@@ -483,8 +472,6 @@ def test_azure_function_handles_every_case(
 
         with ThreadPoolExecutor(4) as pool:
             returned = list(pool.map(deliver, enumerate(cases)))
-    finally:
-        function_app.results_store.cache_clear()
     # THEN every invocation returned normally: the host completes each message
     assert returned == [None] * len(cases)
     # AND the container holds exactly one blob per case, under the prefix, each right

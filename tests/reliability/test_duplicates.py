@@ -30,13 +30,12 @@ from google.api_core.exceptions import NotFound
 
 from aws_lambda.handler import handle_event
 from aws_lambda.s3_store import S3ResultStore, default_client_config
-from azure_function import function_app
 from core.local_store import LocalDirectoryResultStore
 from core.outcome import OutcomeKind
 from core.worker import process_message
 from tests.conftest import REPO_ROOT, files_outside
 from tests.integration.aws.conftest import REGION, all_keys, read_object
-from tests.integration.azure.messages import make_message, registered_function
+from tests.integration.azure.messages import app_settings_for, make_message, registered_function
 from tests.integration.gcp.conftest import function_running
 from tests.reliability.corpus import Case, content_problems
 from tests.reliability.ledger import Row
@@ -406,15 +405,6 @@ def test_azure_function_duplicates(
     reliability_row: Callable[[Row], None],
 ) -> None:
     # GIVEN the registered function, writing to Azurite
-    for name, value in {
-        "TASK_QUEUE_NAME": "tasks",
-        "SERVICEBUS_CONNECTION__fullyQualifiedNamespace": "sb-test.servicebus.windows.net",
-        "RESULTS_BLOB_CONNECTION_STRING": azurite.connection_string,
-        "RESULTS_CONTAINER": container.container_name,
-        "RESULTS_PREFIX": PREFIX,
-    }.items():
-        monkeypatch.setenv(name, value)
-    function_app.results_store.cache_clear()
     user_function: Callable[[Any], object] = registered_function().get_user_function()
     counts: dict[str, int] = {}
     lock = threading.Lock()
@@ -440,11 +430,9 @@ def test_azure_function_duplicates(
         return [name.removeprefix(PREFIX + "/") for name in found]
 
     started = time.monotonic()
-    try:
+    with app_settings_for(monkeypatch, azurite.connection_string, container.container_name, PREFIX):
         # WHEN every scenario runs (concurrent deliveries are concurrent invocations)
         tally = run_scenarios(Target("azure", deliver, names, read))
-    finally:
-        function_app.results_store.cache_clear()
     save(tally, "azure", started, reliability_row)
 
 

@@ -9,6 +9,7 @@ delivery_count are set the way they are on Azure.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import json
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,9 @@ from azure.functions.servicebus import ServiceBusMessage, ServiceBusMessageInCon
 from tests.conftest import EVENTS_DIR, load_event
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import pytest
     from azure.functions.decorators.function_app import Function
 
 AZURE_EVENTS = sorted(path.name for path in EVENTS_DIR.glob("azure_servicebus_*.json"))
@@ -77,3 +81,27 @@ def registered_function() -> Function:
     functions = app.get_functions()
     assert [function.get_function_name() for function in functions] == ["process_task"]
     return functions[0]
+
+
+@contextlib.contextmanager
+def app_settings_for(
+    monkeypatch: pytest.MonkeyPatch, connection_string: str, container: str, prefix: str
+) -> Iterator[dict[str, str]]:
+    """The function's app settings in the environment, its blob store pointing at
+    ``container`` under ``prefix``; the app's cached store is rebuilt on entry and on exit."""
+    from azure_function import function_app
+
+    settings = {
+        "TASK_QUEUE_NAME": "tasks",
+        "SERVICEBUS_CONNECTION__fullyQualifiedNamespace": "sb-test.servicebus.windows.net",
+        "RESULTS_BLOB_CONNECTION_STRING": connection_string,
+        "RESULTS_CONTAINER": container,
+        "RESULTS_PREFIX": prefix,
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    function_app.results_store.cache_clear()
+    try:
+        yield settings
+    finally:
+        function_app.results_store.cache_clear()

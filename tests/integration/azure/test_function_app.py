@@ -25,6 +25,7 @@ from core.packaging import build_package
 from tests.conftest import load_event
 from tests.integration.azure.messages import (
     AZURE_EVENTS,
+    app_settings_for,
     make_message,
     registered_function,
     servicebus_message,
@@ -48,18 +49,10 @@ def app_settings(
     azurite: Azurite, container: ContainerClient, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[dict[str, str]]:
     """The function's app settings, pointing at Azurite; the app's store is rebuilt per test."""
-    settings = {
-        "TASK_QUEUE_NAME": "tasks",
-        "SERVICEBUS_CONNECTION__fullyQualifiedNamespace": "sb-test.servicebus.windows.net",
-        "RESULTS_BLOB_CONNECTION_STRING": azurite.connection_string,
-        "RESULTS_CONTAINER": container.container_name,
-        "RESULTS_PREFIX": PREFIX,
-    }
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
-    function_app.results_store.cache_clear()
-    yield settings
-    function_app.results_store.cache_clear()
+    with app_settings_for(
+        monkeypatch, azurite.connection_string, container.container_name, PREFIX
+    ) as settings:
+        yield settings
 
 
 def invoke() -> Callable[[Any], object]:
