@@ -136,26 +136,25 @@ def _wait_until_answering(port: int, process: subprocess.Popen[bytes]) -> bool:
     return False
 
 
-@pytest.fixture(scope="session")
-def azurite() -> Iterator[Azurite]:
-    """The session's Azurite, stopped at the end."""
+def _running_azurite() -> Iterator[Azurite]:
     require_azurite()
     server = start_azurite()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """The session's Azurite, stopped at the end."""
+    yield from _running_azurite()
 
 
 @pytest.fixture
 def private_azurite() -> Iterator[Azurite]:
     """An Azurite of this test's own, which the test may stop."""
-    require_azurite()
-    server = start_azurite()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running_azurite()
 
 
 @pytest.fixture
