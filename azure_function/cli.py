@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from core.cli_args import add_progress_arguments, whole_number
+from core.cli_args import add_progress_arguments, lazy_handler, whole_number
 from core.packaging import PackageSpec, register_package_command
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 PACKAGE = PackageSpec(
     provider="azure",
@@ -66,7 +63,7 @@ def _register_submit(group: argparse._SubParsersAction[Any]) -> None:
         help="sends of a batch that fails transiently, after the SDK's own retries (default 3)",
     )
     add_progress_arguments(parser)
-    parser.set_defaults(handler=_lazy("azure_function.send", "run_submit"))
+    parser.set_defaults(handler=lazy_handler("azure_function.send", "run_submit"))
 
 
 def _register_status(group: argparse._SubParsersAction[Any]) -> None:
@@ -100,7 +97,7 @@ def _register_status(group: argparse._SubParsersAction[Any]) -> None:
         default=os.environ.get("RESULTS_PREFIX", ""),
         help="results prefix (default: $RESULTS_PREFIX, else none)",
     )
-    parser.set_defaults(handler=_lazy("azure_function.status", "run_status"))
+    parser.set_defaults(handler=lazy_handler("azure_function.status", "run_status"))
 
 
 def _add_queue_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -126,17 +123,3 @@ def _add_queue_arguments(parser: argparse.ArgumentParser, *, required: bool = Tr
         help="use a connection string instead of Entra ID, e.g. for local use "
         "(default: $SERVICEBUS_CONNECTION_STRING)",
     )
-
-
-def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
-    """A handler that imports ``module`` only when the command runs."""
-
-    def handler(args: argparse.Namespace) -> int:
-        import importlib
-
-        function: Callable[[argparse.Namespace], int] = getattr(
-            importlib.import_module(module), name
-        )
-        return function(args)
-
-    return handler

@@ -13,6 +13,21 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
+def lazy_handler(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """A command handler that imports ``module`` (and its cloud SDK) only when the command
+    runs, so ``adder --help`` and the other clouds' commands never pay for it."""
+
+    def handler(args: argparse.Namespace) -> int:
+        import importlib
+
+        function: Callable[[argparse.Namespace], int] = getattr(
+            importlib.import_module(module), name
+        )
+        return function(args)
+
+    return handler
+
+
 def whole_number(minimum: int, hint: str = "") -> Callable[[str], int]:
     """An argparse ``type`` accepting whole numbers of at least ``minimum``."""
 

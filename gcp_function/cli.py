@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from core.cli_args import add_progress_arguments, whole_number
+from core.cli_args import add_progress_arguments, lazy_handler, whole_number
 from core.packaging import PackageSpec, register_package_command
 
 if TYPE_CHECKING:
@@ -57,12 +57,7 @@ def _register_submit(group: argparse._SubParsersAction[Any]) -> None:
     )
     add_progress_arguments(parser)
 
-    def handler(args: argparse.Namespace) -> int:
-        from gcp_function.publish import submit_from_args
-
-        return submit_from_args(args)
-
-    parser.set_defaults(handler=handler)
+    parser.set_defaults(handler=lazy_handler("gcp_function.publish", "submit_from_args"))
 
 
 def _register_status(group: argparse._SubParsersAction[Any]) -> None:
@@ -87,9 +82,4 @@ def _register_status(group: argparse._SubParsersAction[Any]) -> None:
         help="the dead-letter subscription (terraform output dead_letter_subscription)",
     )
 
-    def handler(args: argparse.Namespace) -> int:
-        from gcp_function.status import status_from_args
-
-        return status_from_args(args)
-
-    parser.set_defaults(handler=handler)
+    parser.set_defaults(handler=lazy_handler("gcp_function.status", "status_from_args"))
