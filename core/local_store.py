@@ -90,10 +90,6 @@ class LocalDirectoryResultStore(ResultStore):
             return False
         return True
 
-    def path_of(self, name: str) -> Path:
-        """The path a record name is written to."""
-        return self.directory / name
-
     def remove_stale_temporaries(self) -> int:
         """Delete temporary files left by writers that no longer run; return how many."""
         removed = 0
