@@ -1,50 +1,75 @@
-"""``python -m tests.support.moto_server -H HOST -p PORT``: moto's own server, with two hot
-spots of its SQS model made cheaper so that load tests of tens of thousands of messages run.
+"""``python -m tests.support.moto_server -H HOST -p PORT``: moto's own server, with the hot
+spots that a profile of it under load shows made cheaper, so that tests of tens of thousands
+of messages run and its costs take the shape of SQS's (a request costs; queue length does not).
 
 moto (5.x) answers every SendMessage by building all queue attributes (to read one flag),
 and three of them count messages by scanning the whole queue, each check converting a
 datetime to milliseconds. A send therefore costs O(queue length) at ~10 us a message, and
-20,000 sends take hours. Two changes, neither visible to a client:
+20,000 sends take hours. And every request, before it reaches a service, lists moto's
+package directory and stats each of its ~180 entries, twice. Four changes, none visible to a
+client (each is a speed-up of the same computation, or allowed by SQS's own contract):
 
 - ``Message.visible``/``Message.delayed`` compare against ``time.time()`` directly (the same
   clock moto converts from a datetime);
-- the ``ApproximateNumberOf*`` counts are cached per queue for 0.25 s. SQS documents them as
+- the three ``ApproximateNumberOf*`` counts come from one pass over the queue, cached per
+  queue for 0.25 s. SQS documents them as
   approximate and eventually consistent (real SQS lags by up to a minute), so a client cannot
-  tell the difference.
+  tell the difference;
+- the SQS model's ``camelcase_to_underscores`` (a pure function of an attribute name, called
+  ~14 times per message sent) is memoized;
+- the list of moto's service modules is read once (the installed package does not change
+  while the server runs).
+
+Measured in-process (2 cores, moto 5.2.5): SendMessage 3.9 -> 1.6 ms, SendMessageBatch of 10
+7.6 -> 2.5 ms of server time.
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
+from typing import Any
 
 COUNT_CACHE_SECONDS = 0.25
-_COUNTS = (
+COUNT_PROPERTIES = (
     "approximate_number_of_messages",
     "approximate_number_of_messages_not_visible",
     "approximate_number_of_messages_delayed",
 )
+"""moto's Queue properties, in the order of ``_message_counts``' answer."""
 
 
-def _cached_count(name: str, compute: Callable[[Any], int]) -> property:
-    def getter(queue: Any) -> int:
-        cache: dict[str, tuple[float, int]] = queue.__dict__.setdefault("_adder_counts", {})
-        now = time.monotonic()
-        hit = cache.get(name)
-        if hit is not None and now - hit[0] < COUNT_CACHE_SECONDS:
-            return hit[1]
-        value = compute(queue)
-        cache[name] = (now, value)
-        return value
+def _message_counts(queue: Any) -> tuple[int, int, int]:
+    """(available, in flight, delayed) in one pass over the queue, against one clock reading,
+    cached per queue for COUNT_CACHE_SECONDS. Same rules as moto's three properties: a
+    message is available when visible and not delayed."""
+    cached: tuple[float, tuple[int, int, int]] | None = queue.__dict__.get("_adder_counts")
+    started = time.monotonic()
+    if cached is not None and started - cached[0] < COUNT_CACHE_SECONDS:
+        return cached[1]
+    now_ms = time.time() * 1000.0
+    available = in_flight = delayed = 0
+    for message in queue._messages:
+        is_visible = now_ms > message.visible_at
+        is_delayed = now_ms < message.delayed_until
+        if not is_visible:
+            in_flight += 1
+        if is_delayed:
+            delayed += 1
+        elif is_visible:
+            available += 1
+    counts = (available, in_flight, delayed)
+    queue.__dict__["_adder_counts"] = (started, counts)
+    return counts
 
-    return property(getter)
+
+def _message_count(queue: Any, index: int) -> int:
+    return _message_counts(queue)[index]
 
 
 def patch_sqs() -> None:
-    """Apply both speed-ups to moto's SQS model classes."""
+    """Make moto's SQS model cheaper: message clock checks, cached counts, memoized names."""
+    from moto.core.utils import camelcase_to_underscores
     from moto.sqs import models
 
     def visible(message: Any) -> bool:
@@ -55,14 +80,23 @@ def patch_sqs() -> None:
 
     models.Message.visible = property(visible)  # type: ignore[method-assign, assignment]
     models.Message.delayed = property(delayed)  # type: ignore[method-assign, assignment]
-    for name in _COUNTS:
-        original = getattr(models.Queue, name)
-        setattr(models.Queue, name, _cached_count(name, original.fget))
+    for index, name in enumerate(COUNT_PROPERTIES):
+        setattr(models.Queue, name, property(functools.partial(_message_count, index=index)))
+    setattr(models, "camelcase_to_underscores", functools.cache(camelcase_to_underscores))  # noqa: B010
+
+
+def patch_dispatch() -> None:
+    """Read the list of moto's service modules once instead of on every request."""
+    from moto import backends
+
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: iter(modules)
 
 
 def main() -> None:
     """Patch, then hand over to moto's own command line."""
     patch_sqs()
+    patch_dispatch()
     from moto.server import main as moto_main
 
     moto_main()

@@ -1,0 +1,85 @@
+"""The patched moto launcher (tests/support/moto_server.py) must answer exactly as stock moto.
+
+Its patches are speed-ups only; every AWS test and benchmark trusts that. Each check runs in
+a fresh interpreter, since the patches change moto's classes for the whole process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+SNAPSHOT = textwrap.dedent(
+    """
+    import json, sys, time
+    from moto.backends import list_of_moto_modules
+    from moto.sqs.models import sqs_backends
+    from tests.support import moto_server
+
+    backend = sqs_backends["123456789012"]["us-east-1"]
+    queue = backend.create_queue("q", VisibilityTimeout="30")
+    for number in range(5):
+        backend.send_message("q", f"available {number}")
+    backend.send_message("q", "delayed", delay_seconds=60)
+    backend.receive_message("q", count=2, wait_seconds_timeout=0, visibility_timeout=30)
+
+    def snapshot():
+        counts = [getattr(queue, name) for name in moto_server.COUNT_PROPERTIES]
+        attributes = {k: v for k, v in queue.attributes.items() if k != "LastModifiedTimestamp"}
+        return {"counts": counts, "attributes": attributes,
+                "modules": list(list_of_moto_modules())}
+
+    stock = snapshot()
+    moto_server.patch_sqs()
+    moto_server.patch_dispatch()
+    patched = snapshot()
+    backend.send_message("q", "one more")
+    cached = [getattr(queue, name) for name in moto_server.COUNT_PROPERTIES]
+    time.sleep(moto_server.COUNT_CACHE_SECONDS + 0.05)
+    refreshed = [getattr(queue, name) for name in moto_server.COUNT_PROPERTIES]
+    json.dump({"stock": stock, "patched": patched, "cached": cached,
+               "refreshed": refreshed}, sys.stdout)
+    """
+)
+
+
+def run_snapshot() -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", SNAPSHOT],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def test_patched_moto_reports_what_stock_moto_reports() -> None:
+    # GIVEN a queue with available, in-flight and delayed messages
+    # WHEN its counts, attributes and moto's module list are read before and after patching
+    result = run_snapshot()
+
+    # THEN the patched answers are stock moto's, and the counts are the right ones
+    assert result["patched"] == result["stock"]
+    stock = result["stock"]
+    assert isinstance(stock, dict)
+    assert stock["counts"] == [3, 2, 1]  # available, in flight, delayed
+    assert stock["attributes"]["ApproximateNumberOfMessages"] == 3
+    assert "sqs" in stock["modules"]
+
+
+def test_counts_are_cached_briefly_then_refreshed() -> None:
+    # GIVEN counts just read through the patched model
+    # WHEN a message is sent, and read again at once and after the cache's lifetime
+    result = run_snapshot()
+
+    # THEN the immediate read is the cached (approximate) figure, the later one is exact
+    assert result["cached"] == [3, 2, 1]
+    assert result["refreshed"] == [4, 2, 1]
