@@ -25,7 +25,7 @@ import boto3
 from botocore.config import Config
 
 from aws_lambda.submit import submit
-from bench._common import verdict
+from bench._common import time_interleaved, verdict
 from tests.support import moto_server
 from tests.support.servers import free_port, running_server
 
@@ -57,35 +57,53 @@ def main(argv: list[str] | None = None) -> int:
         sqs = boto3.session.Session(
             aws_access_key_id="bench", aws_secret_access_key="bench", region_name="us-east-1"
         ).client("sqs", endpoint_url=endpoint, config=Config(max_pool_connections=32))
-        tasks = Path(work) / "tasks.jsonl"
         bodies = [
             json.dumps({"id": f"t{i}", "data": {"num1": i, "num2": 1}}) for i in range(args.tasks)
         ]
+        baseline_parts = [
+            slice_of(bodies[: args.baseline_tasks], index, args.rounds)
+            for index in range(args.rounds)
+        ]
+        our_parts = [slice_of(bodies, index, args.rounds) for index in range(args.rounds)]
+        task_files = [Path(work) / f"tasks-{index}.jsonl" for index in range(args.rounds)]
+        for path, part in zip(task_files, our_parts, strict=True):
+            path.write_text("\n".join(part) + "\n")
 
         baseline_queue = sqs.create_queue(QueueName="baseline")["QueueUrl"]
         queue = sqs.create_queue(QueueName="adder")["QueueUrl"]
-        baseline_seconds = ours_seconds = 0.0
-        rounds: list[float] = []
-        for index in range(args.rounds):
-            part = slice_of(bodies[: args.baseline_tasks], index, args.rounds)
-            started = time.perf_counter()
-            for body in part:
-                sqs.send_message(QueueUrl=baseline_queue, MessageBody=body)
-            round_baseline = time.perf_counter() - started
+        next_baseline = iter(baseline_parts)
+        next_ours = iter(zip(task_files, our_parts, strict=True))
 
-            ours = slice_of(bodies, index, args.rounds)
-            tasks.write_text("\n".join(ours) + "\n")
-            summary = submit(sqs, queue, str(tasks), concurrency=args.concurrency)
-            assert (summary.sent, summary.failed) == (len(ours), 0), summary
-            baseline_seconds += round_baseline
-            ours_seconds += summary.seconds
-            rounds.append((len(ours) / summary.seconds) / (len(part) / round_baseline))
+        def one_by_one() -> None:
+            for body in next(next_baseline):
+                sqs.send_message(QueueUrl=baseline_queue, MessageBody=body)
+
+        def adder_submit() -> None:
+            path, part = next(next_ours)
+            summary = submit(sqs, queue, str(path), concurrency=args.concurrency)
+            assert (summary.sent, summary.failed) == (len(part), 0), summary
+
+        timings = time_interleaved(
+            {"one by one": one_by_one, "adder submit": adder_submit}, args.rounds
+        )
         time.sleep(moto_server.COUNT_CACHE_SECONDS + 0.1)
         depth = sqs.get_queue_attributes(
             QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"]
         )
         assert int(depth["Attributes"]["ApproximateNumberOfMessages"]) == args.tasks
 
+    baseline_seconds = sum(timings["one by one"].seconds)
+    ours_seconds = sum(timings["adder submit"].seconds)
+    rounds = [
+        (len(ours) / ours_time) / (len(baseline) / baseline_time)
+        for ours, ours_time, baseline, baseline_time in zip(
+            our_parts,
+            timings["adder submit"].seconds,
+            baseline_parts,
+            timings["one by one"].seconds,
+            strict=True,
+        )
+    ]
     baseline_rate = args.baseline_tasks / baseline_seconds
     ours_rate = args.tasks / ours_seconds
     print(f"submit to moto SQS (cpus: {os.cpu_count()}, {args.rounds} interleaved rounds)")
