@@ -12,6 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 SNAPSHOT = textwrap.dedent(
@@ -48,7 +50,9 @@ SNAPSHOT = textwrap.dedent(
 )
 
 
-def run_snapshot() -> dict[str, object]:
+@pytest.fixture(scope="module")
+def snapshot() -> dict[str, object]:
+    """One run of SNAPSHOT in a fresh interpreter, shared by this module's tests."""
     done = subprocess.run(
         [sys.executable, "-c", SNAPSHOT],
         cwd=REPO_ROOT,
@@ -61,10 +65,10 @@ def run_snapshot() -> dict[str, object]:
     return result
 
 
-def test_patched_moto_reports_what_stock_moto_reports() -> None:
+def test_patched_moto_reports_what_stock_moto_reports(snapshot: dict[str, object]) -> None:
     # GIVEN a queue with available, in-flight and delayed messages
     # WHEN its counts, attributes and moto's module list are read before and after patching
-    result = run_snapshot()
+    result = snapshot
 
     # THEN the patched answers are stock moto's, and the counts are the right ones
     assert result["patched"] == result["stock"]
@@ -75,10 +79,10 @@ def test_patched_moto_reports_what_stock_moto_reports() -> None:
     assert "sqs" in stock["modules"]
 
 
-def test_counts_are_cached_briefly_then_refreshed() -> None:
+def test_counts_are_cached_briefly_then_refreshed(snapshot: dict[str, object]) -> None:
     # GIVEN counts just read through the patched model
     # WHEN a message is sent, and read again at once and after the cache's lifetime
-    result = run_snapshot()
+    result = snapshot
 
     # THEN the immediate read is the cached (approximate) figure, the later one is exact
     assert result["cached"] == [3, 2, 1]
