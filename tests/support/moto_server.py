@@ -12,9 +12,8 @@ client (each is a speed-up of the same computation, or allowed by SQS's own cont
 - ``Message.visible``/``Message.delayed`` compare against ``time.time()`` directly (the same
   clock moto converts from a datetime);
 - the three ``ApproximateNumberOf*`` counts come from one pass over the queue, cached per
-  queue for 0.25 s. SQS documents them as
-  approximate and eventually consistent (real SQS lags by up to a minute), so a client cannot
-  tell the difference;
+  queue for 0.25 s. SQS documents them as approximate and eventually consistent (real SQS
+  lags by up to a minute), so a client cannot tell the difference;
 - the SQS model's ``camelcase_to_underscores`` (a pure function of an attribute name, called
   ~14 times per message sent) is memoized;
 - the list of moto's service modules is read once (the installed package does not change
