@@ -6,12 +6,12 @@ root of the deployment zip, and so that it can be tested without the Functions h
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from core.jsontext import json_line
 from core.observe import outcome_fields
 from core.outcome import OutcomeKind
 from core.worker import process_message
@@ -93,7 +93,7 @@ def _log(
         error=error,
         delivery_count=delivery.delivery_count,
     )
-    logger.log(level, json.dumps(fields, ensure_ascii=False, default=str))
+    logger.log(level, json_line(fields))
 
 
 def _body_bytes(msg: func.ServiceBusMessage) -> bytes:

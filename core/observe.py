@@ -25,17 +25,27 @@ def outcome_fields(
     adds the platform's own identifiers (delivery count, receive count, ...).
     """
     fields: dict[str, object] = {
-        "task_id": outcome.task_id if outcome else None,
+        "task_id": outcome.task_id if outcome else getattr(error, "task_id", None),
         "message_id": message_id,
         "outcome": outcome.kind.value if outcome else RETRY,
         "duration_ms": round(seconds * 1000, 3),
     }
     if outcome is not None and outcome.code is not None:
         fields["error_code"] = outcome.code
-        fields["reason"] = outcome.reason
+        fields["reason"] = _encodable(outcome.reason or "")
         fields["record"] = f"{outcome.name}.err"
     if error is not None:
         fields["error_type"] = type(error).__name__
-        fields["reason"] = str(error)
+        fields["reason"] = _encodable(str(error))
     fields.update(platform)
     return fields
+
+
+def _encodable(text: str) -> str:
+    """``text`` with lone surrogates (a bad task's field names can carry them) escaped, so
+    that any log formatter can write it as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

@@ -27,6 +27,7 @@ from core.numbers import (
     canonical_text,
     check_number,
 )
+from core.records import OversizedMessage
 
 MAX_TASK_BYTES = 16 * 1024
 """Largest task message accepted. A valid task is far smaller; the bound keeps parsing cheap."""
@@ -38,7 +39,8 @@ _ID_KEYS = ("id", "task_id")
 _NUMBER_KEYS = frozenset({"num1", "num2"})
 _FORBIDDEN_IN_ID = r"[\x00-\x1f\x7f-\x9f/\\\ud800-\udfff]"
 
-RawTask = bytes | bytearray | memoryview | str | Mapping[str, Any]
+RawTask = bytes | bytearray | memoryview | str | Mapping[str, Any] | OversizedMessage
+_BOM = "\ufeff"
 
 
 class Task(NamedTuple):
@@ -87,8 +89,15 @@ _LONG_INT_DECODER = json.JSONDecoder(
 )
 
 
-def decode_json(raw: bytes | bytearray | memoryview | str) -> Any:
-    """Parse one raw task message, mapping every failure to a specific ``InvalidTaskError``."""
+def decode_json(raw: bytes | bytearray | memoryview | str | OversizedMessage) -> Any:
+    """Parse one raw task message, mapping every failure to a specific ``InvalidTaskError``.
+
+    A leading UTF-8 byte order mark is ignored (RFC 8259 allows a parser to).
+    """
+    if isinstance(raw, OversizedMessage):
+        raise InvalidTaskError(
+            "too_large", f"task message is {raw.size} bytes; at most {MAX_TASK_BYTES} are allowed"
+        )
     if isinstance(raw, memoryview):
         raw = raw.tobytes()
     size = len(raw)
@@ -105,6 +114,8 @@ def decode_json(raw: bytes | bytearray | memoryview | str) -> Any:
             raise InvalidTaskError(
                 "invalid_encoding", f"task message is not valid UTF-8 (byte {exc.start})"
             ) from None
+    if raw.startswith(_BOM):
+        raw = raw[1:]
     if not raw or raw.isspace():
         raise InvalidTaskError("empty", "task message is empty")
     try:
@@ -123,8 +134,13 @@ def decode_json(raw: bytes | bytearray | memoryview | str) -> Any:
         return _LONG_INT_DECODER.decode(raw)
 
 
-def _is_record_hash(text: str) -> bool:
-    return len(text) == 64 and all(char in "0123456789abcdef" for char in text)
+def _is_record_name(text: str) -> bool:
+    """True for ``invalid-<64 hex digits>`` in any mix of cases: a case-insensitive store (a
+    Windows or macOS disk, some blob mounts) would map such an id onto an error record."""
+    prefix, digits = text[: len(INVALID_PREFIX)], text[len(INVALID_PREFIX) :]
+    if len(digits) != 64 or prefix.lower() != INVALID_PREFIX:
+        return False
+    return all(char in "0123456789abcdefABCDEF" for char in digits)
 
 
 def check_task_id(value: object) -> str:
@@ -135,7 +151,7 @@ def check_task_id(value: object) -> str:
         raise InvalidTaskError("invalid_id", "task id is empty")
     if value in (".", ".."):
         raise InvalidTaskError("invalid_id", f"task id may not be {value!r}")
-    if value.startswith(INVALID_PREFIX) and _is_record_hash(value[len(INVALID_PREFIX) :]):
+    if _is_record_name(value):
         raise InvalidTaskError(
             "invalid_id", "task id may not have the form invalid-<sha256>, kept for error records"
         )
@@ -254,10 +270,46 @@ def parse_task(raw: RawTask) -> Task:
     if isinstance(raw, Mapping):
         body: Any = raw
     else:
-        body = decode_json(raw)
+        try:
+            body = decode_json(raw)
+        except InvalidTaskError as exc:
+            if exc.code == "duplicate_field":
+                exc.task_id = _id_despite_duplicates(raw)
+            raise
     try:
         return task_from_mapping(body)
     except InvalidTaskError as exc:
         if exc.task_id is None and isinstance(body, Mapping):
             exc.task_id = _usable_id(body)
         raise
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object kept as its (name, value) pairs, repeats and all."""
+
+
+_PAIRS_DECODER = json.JSONDecoder(
+    parse_float=str, parse_int=str, parse_constant=str, object_pairs_hook=_Pairs
+)
+
+
+def _id_despite_duplicates(raw: RawTask) -> str | None:
+    """The task's id when it is unambiguous although some other name repeats.
+
+    ``{"id": "t", "data": {"num1": 1, "num1": 2, ...}}`` names its record ``t.err``; an id
+    key that itself repeats (or both ``id`` and ``task_id``) leaves no usable id.
+    """
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
+        body = _PAIRS_DECODER.decode(text.removeprefix(_BOM))  # type: ignore[union-attr]
+    except (ValueError, RecursionError, AttributeError):
+        return None
+    if not isinstance(body, _Pairs):
+        return None
+    ids = [value for name, value in body if name in _ID_KEYS]
+    if len(ids) != 1:
+        return None
+    try:
+        return check_task_id(ids[0])
+    except InvalidTaskError:
+        return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from core.errors import InvalidTaskError
+from core.errors import InvalidTaskError, StoreWriteError
 from core.outcome import Outcome, OutcomeKind
 from core.records import ErrorRecord
 from core.task import RawTask, parse_task
@@ -32,7 +32,11 @@ def process_message(
         return reject(error, raw, store)
     if skip_if is not None and skip_if(task.task_id):
         return Outcome(OutcomeKind.SKIPPED, task.task_id, task.task_id)
-    store.write_result(task.task_id, task.result_text())
+    try:
+        store.write_result(task.task_id, task.result_text())
+    except StoreWriteError as error:
+        error.task_id = task.task_id  # so the retry's log line can name the task
+        raise
     return Outcome(OutcomeKind.SUCCEEDED, task.task_id, task.task_id)
 
 
@@ -43,5 +47,9 @@ def reject(error: InvalidTaskError, raw: object, store: ResultStore) -> Outcome:
     the task parser): the record keeps whatever bytes arrived.
     """
     record = ErrorRecord.for_rejection(error, raw)
-    store.write_error(record)
+    try:
+        store.write_error(record)
+    except StoreWriteError as store_error:
+        store_error.task_id = record.task_id
+        raise
     return Outcome(OutcomeKind.REJECTED, record.name, record.task_id, error.code, error.message)

@@ -6,10 +6,11 @@ entry's severity, ``message`` its summary, and the other keys its ``jsonPayload`
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from typing import TextIO
+
+from core.jsontext import json_line
 
 LOGGER_NAME = "gcp_function"
 FIELDS_ATTRIBUTE = "fields"
@@ -27,7 +28,7 @@ class CloudLoggingFormatter(logging.Formatter):
         if record.exc_info:
             entry["stack_trace"] = self.formatException(record.exc_info)
         entry["logger"] = record.name
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return json_line(entry)
 
 
 def configure_logging(stream: TextIO | None = None, level: int = logging.INFO) -> logging.Logger:

@@ -190,6 +190,10 @@ def record_problems(
     if not content.endswith(b"\n") or content.count(b"\n") != 1:
         problems.append("not one line with a trailing newline")
     try:
+        content.decode("utf-8")  # strict: json.loads would let an encoded surrogate through
+    except UnicodeDecodeError as exc:
+        problems.append(f"not valid UTF-8 (byte {exc.start})")
+    try:
         record = json.loads(content)
     except ValueError as exc:
         return [*problems, f"not JSON: {exc}"]

@@ -76,7 +76,7 @@ def _code_of(raw: object) -> tuple[str, str | None, str]:
         (
             b'{"id": "t", "data": {"num1": 1, "num1": 2, "num2": 3}}',
             "duplicate_field",
-            None,
+            "t",  # the id itself is unambiguous: the record is t.err
             "'num1'",
         ),
         (
