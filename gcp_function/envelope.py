@@ -1,26 +1,32 @@
-"""Pub/Sub envelope decoding: a CloudEvent (or the push body behind it) in, task bytes out.
+"""Pub/Sub envelope decoding: one HTTP delivery (or a CloudEvent) in, task bytes out.
 
-Three deliveries reach the function, all as a ``google.cloud.pubsub.topic.v1.messagePublished``
-CloudEvent once functions-framework has parsed the request:
+:func:`decode_request` takes the request's headers and body as they arrived, so that every
+delivery reaches the function, whatever its shape:
 
-* structured or binary mode: ``data`` is ``{"message": {...}, "subscription": "..."}``
-  (the ``MessagePublishedData`` schema);
-* a raw push body ``{"message": {...}, "subscription": "...", "deliveryAttempt": n}``, which
-  functions-framework converts to ``data = {"message": {"@type", "data", "attributes",
-  "messageId", "publishTime"}}``, dropping ``subscription`` and ``deliveryAttempt``. Pass
-  the request's JSON body as ``push_body`` to keep those two.
+* a CloudEvent in structured or binary mode (Eventarc): ``data`` is
+  ``{"message": {...}, "subscription": "..."}`` (the ``MessagePublishedData`` schema);
+* anything else is read as the raw body of a push subscription,
+  ``{"message": {...}, "subscription": "...", "deliveryAttempt": n}``, decoded directly
+  (functions-framework's own conversion refuses a message without data, and drops
+  ``subscription`` and ``deliveryAttempt``).
 
 ``message.data`` is base64 (standard or URL-safe alphabet, padding optional). A message
-without data, or with data that is not base64, raises :class:`UndecodableMessageError`: a bad
-task whose error record holds the whole message, so nothing is lost.
+without data, with data that is not base64, a body that is not JSON, a JSON body without a
+``message`` object, or a CloudEvent without data or that cannot be parsed raises
+:class:`UndecodableMessageError`: a bad task whose error record holds what did arrive, so
+nothing is lost and the message is acknowledged instead of redelivered forever.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
+
+from cloudevents.exceptions import GenericException, InvalidRequiredFields, MissingRequiredFields
+from cloudevents.http import from_http
 
 from core.errors import InvalidTaskError
 
@@ -31,6 +37,8 @@ INVALID_ENVELOPE = "invalid_envelope"
 if TYPE_CHECKING:
     from typing import Protocol
 
+    from cloudevents.sdk.types import SupportsDuplicateItems
+
     class CloudEventLike(Protocol):
         """What is read from a ``cloudevents.http.CloudEvent``."""
 
@@ -38,6 +46,9 @@ if TYPE_CHECKING:
 
         def get(self, key: str, default: object = None) -> object:
             """A CloudEvent attribute such as ``id``."""
+
+        def get_attributes(self) -> Mapping[str, object]:
+            """Every attribute (``id``, ``source``, ``type``, ``time``, ...)."""
 
 
 class PubsubMessage(NamedTuple):
@@ -65,12 +76,66 @@ class UndecodableMessageError(InvalidTaskError):
         self.delivery = delivery
 
 
+NO_DELIVERY = PubsubMessage(b"", None, {}, None, None)
+"""What is known of a delivery whose body is not a Pub/Sub message at all."""
+
+_UNPARSABLE = (GenericException, ValueError, TypeError, AttributeError, KeyError, RecursionError)
+"""What the CloudEvents SDK raises for a body it cannot parse (seen: a list as specversion
+gives TypeError, a deeply nested body RecursionError)."""
+
+
+def decode_request(
+    headers: Mapping[str, str] | SupportsDuplicateItems[str, str], body: bytes
+) -> PubsubMessage:
+    """The Pub/Sub message of one HTTP delivery: a CloudEvent, else a raw push body.
+
+    Raises :class:`UndecodableMessageError` when there is none; it never echoes ``headers``.
+    """
+    try:
+        event = from_http(headers, body)
+    except (MissingRequiredFields, InvalidRequiredFields):
+        # no (valid) specversion: not a CloudEvent, as functions-framework decides too
+        return decode_push_body(body)
+    except _UNPARSABLE as exc:
+        raise UndecodableMessageError(
+            f"request body cannot be parsed as a CloudEvent ({type(exc).__name__})",
+            body,
+            NO_DELIVERY,
+        ) from None
+    return decode_pubsub_event(event)
+
+
+def decode_push_body(body: bytes) -> PubsubMessage:
+    """The message of a push subscription's request body (``message``, ``subscription``,
+    ``deliveryAttempt``).
+
+    >>> body = b'{"message": {"data": "eyJpZCI6ICJ0MSJ9"}, "deliveryAttempt": 3}'
+    >>> message = decode_push_body(body)
+    >>> message.raw, message.delivery_attempt
+    (b'{"id": "t1"}', 3)
+    """
+    try:
+        envelope = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise UndecodableMessageError(
+            "request body is not JSON: neither a Pub/Sub push nor a CloudEvent", body, NO_DELIVERY
+        ) from None
+    if not isinstance(envelope, Mapping):
+        raise UndecodableMessageError(
+            f"request body is a JSON {type(envelope).__name__}, not a Pub/Sub push",
+            body,
+            NO_DELIVERY,
+        )
+    return _decode_envelope(envelope, envelope, None)
+
+
 def decode_pubsub_event(
     event: CloudEventLike, push_body: Mapping[str, object] | None = None
 ) -> PubsubMessage:
     """The Pub/Sub message carried by ``event``.
 
-    Raises :class:`UndecodableMessageError` when it carries no usable ``message.data``.
+    Raises :class:`UndecodableMessageError` when it carries no usable ``message.data``; for an
+    event with no data at all, the error's ``raw`` is the event's attributes but ``time``.
 
     >>> from cloudevents.http import CloudEvent
     >>> attributes = {"type": "google.cloud.pubsub.topic.v1.messagePublished", "source": "s"}
@@ -79,28 +144,44 @@ def decode_pubsub_event(
     b'{"id": "t1"}'
     """
     data = event.data
-    push = push_body or {}
-    envelope = data if isinstance(data, Mapping) else {}
+    event_id = _text(event.get("id"))
+    if data is None:
+        # id and source identify an event; time is left out: the SDK makes one up when the
+        # sender sent none, which would give every redelivery a record of its own
+        kept = {key: value for key, value in event.get_attributes().items() if key != "time"}
+        raise UndecodableMessageError(
+            "event has no data, not a Pub/Sub message",
+            kept,
+            NO_DELIVERY._replace(message_id=event_id),
+        )
+    if not isinstance(data, Mapping):
+        raise UndecodableMessageError(
+            f"event has {type(data).__name__} data, not a Pub/Sub message",
+            data,
+            NO_DELIVERY._replace(message_id=event_id),
+        )
+    return _decode_envelope(data, push_body or {}, event_id)
+
+
+def _decode_envelope(
+    envelope: Mapping[str, object], push: Mapping[str, object], event_id: str | None
+) -> PubsubMessage:
+    """Decode ``{"message": {...}, "subscription": ...}``; ``push`` is the raw push body."""
     message = envelope.get("message")
     if not isinstance(message, Mapping):
         message = {}
     delivery = PubsubMessage(
         raw=b"",
-        message_id=_text(message.get("messageId"))
-        or _text(message.get("message_id"))
-        or _text(event.get("id")),
+        message_id=_text(message.get("messageId")) or _text(message.get("message_id")) or event_id,
         attributes=_attributes(message.get("attributes")),
         subscription=_text(envelope.get("subscription")) or _text(push.get("subscription")),
         delivery_attempt=_count(push.get("deliveryAttempt"))
         or _count(envelope.get("deliveryAttempt")),
     )
-    if not isinstance(data, Mapping):
-        what = "no data" if data is None else f"{type(data).__name__} data"
-        raise UndecodableMessageError(
-            f"event has {what}, not a Pub/Sub message", b"" if data is None else data, delivery
-        )
     if not message:
-        raise UndecodableMessageError("event data has no 'message' object", data, delivery)
+        raise UndecodableMessageError(
+            "no 'message' object: not a Pub/Sub message envelope", envelope, delivery
+        )
     encoded = message.get("data")
     if encoded is None or encoded == "":
         raise UndecodableMessageError("Pub/Sub message has no data", message, delivery)
@@ -152,4 +233,7 @@ def _count(value: object) -> int | None:
 def _attributes(value: object) -> dict[str, str]:
     if not isinstance(value, Mapping):
         return {}
-    return {str(key): str(item) for key, item in value.items()}
+    # Pub/Sub's attributes are strings; a container is skipped (its text could be huge or,
+    # nested deeply enough, overflow the stack)
+    scalars = (str, int, float, bool)
+    return {str(key): str(item) for key, item in value.items() if isinstance(item, scalars)}

@@ -2,7 +2,7 @@ locals {
   function_name = "${var.name}-worker"
   topic_name    = "${var.name}-tasks"
 
-  # Fixed by docs/design.md: CloudEvent handler `process_task` in main.py, Python 3.12.
+  # Fixed by docs/design.md: HTTP handler `process_task` (Pub/Sub push) in main.py, Python 3.12.
   function_runtime     = "python312"
   function_entry_point = "process_task"
 

@@ -14,6 +14,8 @@ from gcp_function.envelope import (
     UndecodableMessageError,
     decode_base64,
     decode_pubsub_event,
+    decode_push_body,
+    decode_request,
 )
 from tests.conftest import load_event
 
@@ -101,6 +103,7 @@ BAD_LENGTH = {"messageId": "m1", "data": "abcde"}
 NON_ASCII = {"messageId": "m1", "data": "ünïcode"}
 NUMBER = {"messageId": "m1", "data": 42}
 NO_MESSAGE = {"subscription": "projects/p/subscriptions/s"}
+V1 = {"specversion": "1.0"}
 
 
 @pytest.mark.parametrize(
@@ -116,7 +119,7 @@ NO_MESSAGE = {"subscription": "projects/p/subscriptions/s"}
         ({"message": "text"}, "no 'message' object", {"message": "text"}),
         (b"\xff\x00 opaque", "bytes data", b"\xff\x00 opaque"),
         ("plain text", "str data", "plain text"),
-        (None, "no data", b""),
+        (None, "no data", {"type": PUBSUB_TYPE, "source": "//pubsub", "id": "ev-7", **V1}),
     ],
 )
 def test_undecodable_messages_are_bad_tasks_carrying_what_exists(
@@ -160,3 +163,57 @@ def test_odd_delivery_attempt_values_are_ignored(attempt: object) -> None:
 def test_delivery_attempt_as_text_is_read() -> None:
     data = {"message": {"data": base64.b64encode(TASK).decode(), "messageId": "m"}}
     assert decode_pubsub_event(event_with(data), {"deliveryAttempt": "5"}).delivery_attempt == 5
+
+
+JSON = {"Content-Type": "application/json"}
+CLOUDEVENT = {"Content-Type": "application/cloudevents+json"}
+DEEP = b"[" * 5000 + b"]" * 5000
+
+
+def test_raw_push_body_is_decoded_directly_with_its_delivery_fields() -> None:
+    # GIVEN the raw push sample, as the HTTP request body
+    body = json.dumps(load_event("gcp_pubsub_push.json")).encode()
+    # WHEN the request is decoded
+    message = decode_request(JSON, body)
+    # THEN the task bytes, message id, subscription and delivery attempt come through
+    assert json.loads(message.raw)["id"] == "gcp-push"
+    assert (message.message_id, message.delivery_attempt) == ("33333333333", 2)
+    assert message.subscription == "projects/example-project/subscriptions/adder-tasks-push"
+
+
+def test_structured_cloud_event_request_is_decoded() -> None:
+    body = json.dumps(load_event("gcp_pubsub_structured.json")).encode()
+    assert json.loads(decode_request(CLOUDEVENT, body).raw)["id"] == "gcp-structured"
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "reason", "kept"),
+    [
+        (JSON, b'{"message": {"attributes": {"k": "v"}, "messageId": "1"}}', "has no data", None),
+        (JSON, b"not json", "not JSON", b"not json"),
+        (JSON, b"", "not JSON", b""),
+        (JSON, b"[1, 2]", "a JSON list", b"[1, 2]"),
+        (JSON, b'{"subscription": "s"}', "no 'message' object", {"subscription": "s"}),
+        (JSON, DEEP, "(RecursionError)", DEEP),
+        (CLOUDEVENT, b'{"specversion": ["1.0"]}', "(TypeError)", b'{"specversion": ["1.0"]}'),
+        (JSON, b'{"message": {"data": "\xff"}}', "(UnicodeDecodeError)", None),
+    ],
+    ids=["attributes-only", "not-json", "empty", "list", "no-message", "deep", "bad-ce", "utf8"],
+)
+def test_requests_without_a_message_are_bad_tasks_keeping_the_body(
+    headers: dict[str, str], body: bytes, reason: str, kept: object
+) -> None:
+    # GIVEN a request body that holds no Pub/Sub message data
+    # WHEN it is decoded
+    with pytest.raises(UndecodableMessageError) as caught:
+        decode_request(headers, body)
+    # THEN it is an invalid_envelope carrying what arrived (the message, else the body)
+    assert caught.value.code == INVALID_ENVELOPE
+    assert reason in caught.value.message
+    if kept is not None:
+        assert caught.value.raw == kept
+
+
+def test_push_attributes_keep_strings_and_skip_containers() -> None:
+    body = b'{"message": {"data": "e30=", "attributes": {"a": "x", "n": 1, "deep": [[1]]}}}'
+    assert decode_push_body(body).attributes == {"a": "x", "n": "1"}

@@ -117,11 +117,13 @@ def test_store_failure_is_logged_as_retry_and_raised(log_lines: io.StringIO) -> 
     # WHEN a task is handled / THEN the transient error propagates (-> 500 -> redelivery)
     with pytest.raises(StoreWriteError):
         handle_event(event(message), store)
+    # AND one ERROR line names the task and carries the stack trace
     [entry] = entries(log_lines)
     assert entry["severity"] == "ERROR"
     assert entry["outcome"] == "retry"
     assert entry["error_type"] == "StoreWriteError"
-    assert entry["task_id"] is None
+    assert entry["task_id"] == "t5"
+    assert "StoreWriteError: injected failure" in entry["stack_trace"]
 
 
 def test_an_unexpected_error_is_also_redelivered_not_swallowed(log_lines: io.StringIO) -> None:
@@ -191,10 +193,29 @@ def test_main_acknowledges_a_raw_push_and_reads_its_delivery_attempt(
     assert entry["subscription"] == "projects/example-project/subscriptions/adder-tasks-push"
 
 
-def test_main_answers_500_when_the_store_fails(
+def test_main_answers_500_when_the_store_fails_without_flask_logging_a_traceback(
     app_with_memory_store: tuple[Any, InMemoryResultStore],
+    log_lines: io.StringIO,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # GIVEN the function in functions-framework's app, with a store that fails
     app, store = app_with_memory_store
     store.fail_all = True
+    # WHEN a good task is pushed
     response = app.test_client().post("/", json=load_event("gcp_pubsub_push.json"))
+    # THEN 500 (Pub/Sub redelivers), with a fixed answer
     assert response.status_code == 500
+    assert response.get_data(as_text=True) == "not processed, will be retried"
+    # AND the one JSON line has the stack; Flask wrote nothing (no plain-text traceback)
+    [entry] = entries(log_lines)
+    assert (entry["task_id"], entry["outcome"]) == ("gcp-push", "retry")
+    assert "Traceback" in entry["stack_trace"]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_main_refuses_other_methods(
+    app_with_memory_store: tuple[Any, InMemoryResultStore], log_lines: io.StringIO
+) -> None:
+    app, store = app_with_memory_store
+    assert app.test_client().get("/").status_code == 405
+    assert store.objects == {} and entries(log_lines) == []

@@ -88,7 +88,7 @@ def function_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @dataclass
 class FunctionServer:
-    """A running functions-framework server and where its stdout (the JSON logs) goes."""
+    """A running functions-framework server and the file its stdout and stderr go to."""
 
     url: str
     log: Path
@@ -108,13 +108,28 @@ class FunctionServer:
 
     def entry_for(self, message_id: str) -> dict[str, Any]:
         """The one log entry of ``message_id`` (waiting briefly for stdout to be flushed)."""
+        return self.entry_where("message_id", message_id)
+
+    def entry_where(self, key: str, value: object) -> dict[str, Any]:
+        """The one log entry whose ``key`` is ``value`` (waiting briefly for it)."""
         deadline = time.monotonic() + 5
         while True:
-            found = [e for e in self.log_entries() if e.get("message_id") == message_id]
+            found = [e for e in self.log_entries() if e.get(key) == value]
             if found or time.monotonic() > deadline:
-                assert len(found) == 1, f"expected one log entry for {message_id}: {found}"
+                assert len(found) == 1, f"expected one log entry with {key}={value!r}: {found}"
                 return found[0]
             time.sleep(0.05)
+
+    def log_size(self) -> int:
+        """Bytes of output so far: pass to :meth:`lines_since` to see what a request added."""
+        return self.log.stat().st_size
+
+    def lines_since(self, offset: int) -> list[str]:
+        """The non-empty lines of stdout and stderr written after ``offset``."""
+        with self.log.open("rb") as output:
+            output.seek(offset)
+            text = output.read().decode("utf-8", errors="replace")
+        return [line for line in text.splitlines() if line.strip()]
 
 
 @contextmanager

@@ -77,6 +77,10 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+MISSING = object()
+"""A field left out of a message (as opposed to present with the value None)."""
+
+
 @pytest.fixture(autouse=True)
 def nothing_outside_the_prefix(function_server: FunctionServer, gcs_client: Any) -> Iterator[None]:
     yield
@@ -227,10 +231,10 @@ def test_undecodable_data_is_recorded_with_the_whole_message(
     record = json.loads(blob.download_as_bytes())
     assert record["error"] == "invalid_envelope"
     assert json.loads(record["raw"])["messageId"] == message_id
-    if mode == "structured":
-        # the record is named after the hash of the message exactly as delivered
-        expected = hashlib.sha256(raw_bytes(body["data"]["message"])).hexdigest()
-        assert entry["record"] == f"invalid-{expected}.err"
+    # named after the hash of the Pub/Sub message as delivered (the same in both modes)
+    message = body["data"]["message"] if mode == "structured" else body["message"]
+    expected = hashlib.sha256(raw_bytes(message)).hexdigest()
+    assert entry["record"] == f"invalid-{expected}.err"
 
 
 def test_structured_event_without_data_is_recorded(
@@ -247,22 +251,142 @@ def test_structured_event_without_data_is_recorded(
     assert read(gcs_client, function_server, entry["record"]) is not None
 
 
-def test_raw_push_without_data_is_refused_by_the_framework_before_the_function(
-    function_server: FunctionServer, gcs_client: Any
+@pytest.mark.parametrize("data", [MISSING, None], ids=["no-data", "null-data"])
+def test_attributes_only_push_is_acknowledged_with_an_invalid_envelope_record(
+    function_server: FunctionServer, gcs_client: Any, data: object
 ) -> None:
-    # GIVEN a raw push body with no message.data (functions-framework needs it to convert)
+    # GIVEN a raw push of a message with attributes and no data (Pub/Sub allows it), or
+    # with data null
     message_id = new_id()
     body = push(None, message_id)
-    before = {blob.name for blob in gcs_client.list_blobs(function_server.bucket)}
+    if data is not MISSING:
+        body["message"]["data"] = data
     # WHEN it is posted
     response = post_push(function_server, body)
-    # THEN functions-framework answers 400 without calling the function: Pub/Sub will
-    # redeliver and finally dead-letter it (kept in the dead-letter subscription)
-    assert response.status_code == 400
-    assert "converting from background event to" in response.text
-    after = {blob.name for blob in gcs_client.list_blobs(function_server.bucket)}
-    assert after == before
-    assert [e for e in function_server.log_entries() if e.get("message_id") == message_id] == []
+    # THEN it reaches the function and is acknowledged (no 400, so no endless redelivery)
+    assert response.status_code == 200, response.text
+    # AND one WARNING line names the message, its delivery and the record
+    entry = function_server.entry_for(message_id)
+    assert entry["severity"] == "WARNING"
+    assert entry["outcome"] == "rejected"
+    assert entry["error_code"] == "invalid_envelope"
+    assert "has no data" in entry["reason"]
+    assert entry["delivery_attempt"] == 2
+    assert entry["subscription"] == body["subscription"]
+    # AND invalid-{sha256 of the message}.err holds the message exactly as pushed
+    expected = hashlib.sha256(raw_bytes(body["message"])).hexdigest()
+    assert entry["record"] == f"invalid-{expected}.err"
+    blob = read(gcs_client, function_server, entry["record"])
+    assert blob is not None
+    record = json.loads(blob.download_as_bytes())
+    assert record["error"] == "invalid_envelope"
+    assert json.loads(record["raw"]) == body["message"]
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain"])
+def test_body_that_is_not_json_is_acknowledged_with_its_record(
+    function_server: FunctionServer, gcs_client: Any, content_type: str
+) -> None:
+    # GIVEN a request body that is not JSON at all (unique per run)
+    body = f"not json {new_id()}".encode()
+    # WHEN it is posted
+    response = requests.post(
+        function_server.url, data=body, headers={"Content-Type": content_type}, timeout=30
+    )
+    # THEN it is acknowledged and invalid-{sha256 of the body}.err keeps the body
+    assert response.status_code == 200, response.text
+    name = f"invalid-{hashlib.sha256(body).hexdigest()}.err"
+    entry = function_server.entry_where("record", name)
+    assert entry["error_code"] == "invalid_envelope"
+    assert entry["message_id"] is None
+    blob = read(gcs_client, function_server, name)
+    assert blob is not None
+    record = json.loads(blob.download_as_bytes())
+    assert (record["error"], record["raw"]) == ("invalid_envelope", body.decode())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"subscription": "projects/p/subscriptions/s", "nonce": "@"},
+        {"message": "@", "subscription": "projects/p/subscriptions/s"},
+    ],
+    ids=["no-message", "message-not-an-object"],
+)
+def test_json_body_without_a_message_is_acknowledged_with_its_record(
+    function_server: FunctionServer, gcs_client: Any, body: dict[str, str]
+) -> None:
+    # GIVEN a JSON body that is neither a CloudEvent nor a Pub/Sub push (unique per run)
+    body = {key: new_id() if value == "@" else value for key, value in body.items()}
+    # WHEN it is posted
+    response = post_push(function_server, body)
+    # THEN it is acknowledged and its record holds the body
+    assert response.status_code == 200, response.text
+    name = f"invalid-{hashlib.sha256(raw_bytes(body)).hexdigest()}.err"
+    entry = function_server.entry_where("record", name)
+    assert entry["error_code"] == "invalid_envelope"
+    assert "no 'message' object" in entry["reason"]
+    blob = read(gcs_client, function_server, name)
+    assert blob is not None
+    assert json.loads(json.loads(blob.download_as_bytes())["raw"]) == body
+
+
+@pytest.mark.parametrize("mode", ["structured", "binary"])
+def test_cloud_event_with_no_data_is_recorded_with_its_attributes(
+    function_server: FunctionServer, gcs_client: Any, mode: str
+) -> None:
+    # GIVEN a Pub/Sub CloudEvent that has no data at all
+    message_id = new_id()
+    event = structured(None, message_id)
+    del event["data"]
+    # WHEN it is posted in structured or binary mode (then with an empty body)
+    if mode == "structured":
+        response = post_structured(function_server, event)
+    else:
+        headers = {f"ce-{k}": str(v) for k, v in event.items() if k != "datacontenttype"}
+        response = requests.post(function_server.url, data=b"", headers=headers, timeout=30)
+    # THEN it is acknowledged; the record, named by the event id, keeps the attributes
+    assert response.status_code == 200, response.text
+    entry = function_server.entry_for(message_id)
+    assert entry["error_code"] == "invalid_envelope"
+    assert "event has no data" in entry["reason"]
+    blob = read(gcs_client, function_server, entry["record"])
+    assert blob is not None
+    kept = json.loads(json.loads(blob.download_as_bytes())["raw"])
+    assert {key: kept[key] for key in ("id", "source", "type")} == {
+        key: event[key] for key in ("id", "source", "type")
+    }
+
+
+def test_malformed_cloud_event_is_recorded_not_crashed_on(
+    function_server: FunctionServer, gcs_client: Any
+) -> None:
+    # GIVEN a structured CloudEvent the CloudEvents SDK cannot parse (specversion a list:
+    # from_http raises TypeError, which functions-framework let through as a 500)
+    body = json.dumps({"specversion": ["1.0"], "id": new_id()}).encode()
+    # WHEN it is posted
+    response = requests.post(
+        function_server.url,
+        data=body,
+        headers={"Content-Type": "application/cloudevents+json"},
+        timeout=30,
+    )
+    # THEN it is acknowledged with a record of the body, not retried forever
+    assert response.status_code == 200, response.text
+    name = f"invalid-{hashlib.sha256(body).hexdigest()}.err"
+    entry = function_server.entry_where("record", name)
+    assert entry["reason"] == "request body cannot be parsed as a CloudEvent (TypeError)"
+    assert read(gcs_client, function_server, name) is not None
+
+
+def test_other_methods_are_refused_without_a_record(
+    function_server: FunctionServer, gcs_client: Any
+) -> None:
+    # GIVEN a GET (Pub/Sub only ever POSTs; there is no message to record)
+    before = {blob.name for blob in gcs_client.list_blobs(function_server.bucket)}
+    # WHEN it is sent / THEN 405, and the bucket is unchanged
+    assert requests.get(function_server.url, timeout=30).status_code == 405
+    assert {blob.name for blob in gcs_client.list_blobs(function_server.bucket)} == before
 
 
 def test_redelivery_and_resubmission_replace_the_result(
@@ -281,25 +405,31 @@ def test_redelivery_and_resubmission_replace_the_result(
 
 
 @pytest.mark.parametrize("mode", ["structured", "push"])
-def test_store_failure_answers_500_so_pubsub_redelivers(
-    broken_function_server: FunctionServer, gcs_client: Any, mode: str
+def test_store_failure_answers_500_and_logs_one_json_line_with_the_stack(
+    broken_function_server: FunctionServer, mode: str
 ) -> None:
     # GIVEN the function configured with a bucket that does not exist
-    message_id = new_id()
-    task = b'{"id": "transient", "data": {"num1": 1, "num2": 2}}'
+    message_id, task_id = new_id(), f"transient-{new_id()}"
+    task = f'{{"id": "{task_id}", "data": {{"num1": 1, "num2": 2}}}}'.encode()
     body = (structured if mode == "structured" else push)(task, message_id)
+    offset = broken_function_server.log_size()
     # WHEN a good task is delivered
     post = post_structured if mode == "structured" else post_push
     response = post(broken_function_server, body)
-    # THEN the function fails with 5xx (Pub/Sub retries with backoff, then dead-letters)
-    assert 500 <= response.status_code < 600
-    # AND it logged the failure as a retry, with the store's error
+    # THEN the function fails with 500 (Pub/Sub retries with backoff, then dead-letters)
+    assert response.status_code == 500
+    # AND it logged the failure as a retry naming the task, with the store's error and stack
     entry = broken_function_server.entry_for(message_id)
     assert entry["severity"] == "ERROR"
     assert entry["outcome"] == "retry"
     assert entry["error_type"] == "StoreWriteError"
     assert "404" in entry["reason"]
-    assert entry["task_id"] is None
+    assert entry["task_id"] == task_id
+    assert "StoreWriteError" in entry["stack_trace"]
+    # AND that JSON line is all the request wrote: no plain-text Flask traceback beside it
+    lines = broken_function_server.lines_since(offset)
+    assert all(line.startswith("{") for line in lines), lines
+    assert [json.loads(line)["message_id"] for line in lines] == [message_id]
 
 
 def test_bad_task_on_a_failing_store_is_also_redelivered(
@@ -311,3 +441,36 @@ def test_bad_task_on_a_failing_store_is_also_redelivered(
     # WHEN it is delivered / THEN its error record could not be written: 5xx, not dropped
     assert 500 <= post_push(broken_function_server, copy.deepcopy(body)).status_code < 600
     assert broken_function_server.entry_for(message_id)["outcome"] == "retry"
+
+
+TOKEN = "SECRET-TOKEN-123"
+
+
+@pytest.mark.parametrize("case", ["good-task", "bad-task", "no-data", "not-json", "store-failure"])
+def test_the_authorization_token_is_never_echoed_or_logged(
+    function_server: FunctionServer, broken_function_server: FunctionServer, case: str
+) -> None:
+    # GIVEN a push carrying the OIDC token Pub/Sub attaches, as every real push does
+    server = broken_function_server if case == "store-failure" else function_server
+    message_id = new_id()
+    task = {
+        "good-task": f'{{"id": "{new_id()}", "data": {{"num1": 1, "num2": 2}}}}'.encode(),
+        "bad-task": f'{{"id": "{new_id()}", "data": {{"num1": true, "num2": 2}}}}'.encode(),
+        "store-failure": b'{"id": "t", "data": {"num1": 1, "num2": 2}}',
+    }.get(case)
+    data = json.dumps(push(task, message_id)).encode() if case != "not-json" else b"{oops"
+    # WHEN it is posted
+    response = requests.post(
+        server.url,
+        data=data,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+    # THEN it ends as usual (acknowledged, or 500 for the store failure)
+    assert response.status_code == (500 if case == "store-failure" else 200), response.text
+    if case != "not-json":
+        server.entry_for(message_id)
+    # AND the token is in neither the answer nor anything the server wrote to stdout/stderr
+    assert TOKEN not in response.text
+    assert all(TOKEN not in value for value in response.headers.values())
+    assert TOKEN not in server.log.read_text(encoding="utf-8", errors="replace")
