@@ -64,7 +64,7 @@ def load_config(path: str | Path) -> RunnerConfig:
     """Read and check a config file; raise :class:`ConfigError` with one clear line if unusable."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not JSON
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except IsADirectoryError:

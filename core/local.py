@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from core.cli_args import add_progress_arguments, progress_bar, whole_number
 from core.config import load_config
-from core.errors import ConfigError, StoreWriteError
+from core.errors import ConfigError, WorkerDiedError
 from core.progress import ProgressBar
 from core.runner import RunOptions, default_workers, exit_code, print_failures, run_chunks
 from core.task_source import Item, iter_task_chunks
@@ -122,7 +122,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except StoreWriteError as exc:
+    except WorkerDiedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print_failures(summary)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,12 +84,24 @@ class LocalDirectoryResultStore(ResultStore):
         self._write(record.name + ERROR_SUFFIX, record.to_json())
 
     def has_result(self, task_id: str) -> bool:
-        """True when ``{task_id}.out`` exists (used by ``--resume``)."""
+        """True when ``{task_id}.out`` is a regular file (used by ``--resume``); a directory,
+        link or device of that name is no result."""
         try:
-            os.stat(task_id + RESULT_SUFFIX, dir_fd=self._dir_fd, follow_symlinks=False)
-        except (FileNotFoundError, ValueError):
+            status = os.stat(task_id + RESULT_SUFFIX, dir_fd=self._dir_fd, follow_symlinks=False)
+        except (OSError, ValueError):
             return False
-        return True
+        return stat.S_ISREG(status.st_mode)
+
+    def check_writable(self) -> None:
+        """Create and remove a temporary file, so an unusable directory fails now, once."""
+        temp = f".probe.{_writer_pid}-{next(_temp_counter)}{TEMP_SUFFIX}"
+        try:
+            os.close(os.open(temp, _FLAGS, 0o644, dir_fd=self._dir_fd))
+            os.unlink(temp, dir_fd=self._dir_fd)
+        except OSError as exc:
+            raise StoreWriteError(
+                f"cannot write in results directory {self.directory}: {exc.strerror or exc}"
+            ) from exc
 
     def remove_stale_temporaries(self) -> int:
         """Delete temporary files left by writers that no longer run; return how many."""

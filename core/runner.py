@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.errors import StoreWriteError
+from core.errors import ConfigError, StoreWriteError, WorkerDiedError
 from core.local_store import LocalDirectoryResultStore
 from core.outcome import OutcomeKind
 from core.worker import process_message
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
     from pathlib import Path
     from types import FrameType
 
@@ -99,17 +101,53 @@ def _request_local_stop(signum: int, frame: FrameType | None) -> None:
     _local_stop = True
 
 
-def _init_worker(results_dir: Path, durable: bool, resume: bool, stop: Any) -> None:
-    global _store, _resume, _shared_stop, _local_stop
-    _store = LocalDirectoryResultStore(results_dir, durable=durable)
-    _resume, _shared_stop, _local_stop = resume, stop, False
+def _init_worker(
+    results_dir: Path, durable: bool, resume: bool, stop: Any, parent_pid: int | None = None
+) -> None:
+    if parent_pid is not None:  # a pool worker: never outlive the runner
+        _die_with_parent(parent_pid)
+    _use_store(LocalDirectoryResultStore(results_dir, durable=durable), resume, stop)
     if stop is not None:  # a pool worker: finish the task in hand, then stop
         signal.signal(signal.SIGINT, _request_local_stop)
         signal.signal(signal.SIGTERM, _request_local_stop)
 
 
+def _use_store(store: LocalDirectoryResultStore, resume: bool, stop: Any) -> None:
+    global _store, _resume, _shared_stop, _local_stop
+    _store, _resume, _shared_stop, _local_stop = store, resume, stop, False
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL this worker when the runner dies (even by ``kill -9``).
+
+    Without it a killed runner's workers live on, adopted by init, holding its stdout and
+    stderr open. Killing them is safe: every write is temp + rename, so a kill leaves at most
+    a temporary file, which ``--resume`` removes. Where prctl is unavailable (not Linux),
+    :func:`_parent_gone` is checked between tasks instead.
+    """
+    global _parent_pid
+    _parent_pid = parent_pid
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    if os.getppid() != parent_pid:  # the runner died before prctl took effect
+        os._exit(1)
+
+
+_parent_pid: int | None = None
+
+
+def _parent_gone() -> bool:
+    return _parent_pid is not None and os.getppid() != _parent_pid
+
+
 def _stop_requested() -> bool:
-    return _local_stop or (_shared_stop is not None and bool(_shared_stop.value))
+    return _local_stop or (_shared_stop is not None and bool(_shared_stop.value)) or _parent_gone()
 
 
 def process_chunk(chunk: Iterable[Item]) -> RunSummary:
@@ -145,13 +183,23 @@ def process_chunk(chunk: Iterable[Item]) -> RunSummary:
 # --- parent side -------------------------------------------------------------------------
 
 
+class _InputInterruptedError(Exception):
+    """Raised by the stop handler into a read that waits for input (never seen by users)."""
+
+
 class _StopSignals:
-    """Turns the first SIGINT/SIGTERM into a polite stop; a second one acts as usual."""
+    """Turns the first SIGINT/SIGTERM into a polite stop; a second one acts as usual.
+
+    A stop must also end a wait for input that may never come (``producer | runner`` with an
+    idle producer): Python retries a read interrupted by a signal whose handler returns, so
+    while :meth:`next_chunk` waits, the handler raises instead.
+    """
 
     def __init__(self, shared: Any) -> None:
         self.signum: int | None = None
         self._shared = shared
         self._previous: dict[int, Any] = {}
+        self._waiting_for_input = False
 
     def __enter__(self) -> _StopSignals:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -170,6 +218,25 @@ class _StopSignals:
             if self._shared is not None:
                 self._shared.value = 1
         signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+        if self._waiting_for_input:
+            self._waiting_for_input = False
+            raise _InputInterruptedError
+
+    def next_chunk(self, chunks: Iterator[Iterable[Item]]) -> Iterable[Item] | None:
+        """The next chunk; None at the end of the input, or once a stop was asked for.
+
+        A chunk read in the instant between the read's return and the end of the wait is
+        dropped with the rest of the unread input; ``--resume`` runs it again from a file.
+        """
+        if self.stopped:
+            return None
+        self._waiting_for_input = True
+        try:
+            return next(chunks, None)
+        except _InputInterruptedError:
+            return None
+        finally:
+            self._waiting_for_input = False
 
     @property
     def stopped(self) -> bool:
@@ -182,31 +249,51 @@ def run_chunks(
     *,
     on_progress: Callable[[int], None] | None = None,
 ) -> RunSummary:
-    """Run every chunk, in this process (one worker) or a pool of ``options.workers``."""
+    """Run every chunk, in this process (one worker) or a pool of ``options.workers``.
+
+    The results directory is opened and tried first, so an unusable one is one
+    :class:`~core.errors.ConfigError` before any task or worker process starts.
+    """
     started = time.monotonic()
     progress = on_progress or (lambda count: None)
+    store = open_results(options)
+    if options.resume:
+        store.remove_stale_temporaries()
     if options.workers <= 1:
-        summary = _run_inline(chunks, options, progress)
+        summary = _run_inline(iter(chunks), store, options, progress)
     else:
-        summary = _run_pool(chunks, options, progress)
+        store.close()
+        summary = _run_pool(iter(chunks), options, progress)
     summary.seconds = time.monotonic() - started
     return summary
 
 
+def open_results(options: RunOptions) -> LocalDirectoryResultStore:
+    """The results directory, created if needed and checked writable; ConfigError if not."""
+    directory = options.results_dir
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"results directory {directory} exists and is not a directory")
+    try:
+        store = LocalDirectoryResultStore(directory, durable=options.durable)
+        store.check_writable()
+    except StoreWriteError as exc:
+        raise ConfigError(str(exc)) from None
+    return store
+
+
 def _run_inline(
-    chunks: Iterable[Iterable[Item]], options: RunOptions, progress: Callable[[int], None]
+    chunks: Iterator[Iterable[Item]],
+    store: LocalDirectoryResultStore,
+    options: RunOptions,
+    progress: Callable[[int], None],
 ) -> RunSummary:
-    _init_worker(options.results_dir, options.durable, options.resume, None)
+    _use_store(store, options.resume, None)
     summary = RunSummary()
-    with _StopSignals(None) as stop:
-        if options.resume and _store is not None:
-            _store.remove_stale_temporaries()
-        for chunk in chunks:
+    with store, _StopSignals(None) as stop:
+        while (chunk := stop.next_chunk(chunks)) is not None:
             part = process_chunk(chunk)
             summary.add(part)
             progress(part.processed)
-            if stop.stopped:
-                break
     summary.stopped_by = stop.signum
     return summary
 
@@ -217,13 +304,23 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 
 def _run_pool(
-    chunks: Iterable[Iterable[Item]], options: RunOptions, progress: Callable[[int], None]
+    chunks: Iterator[Iterable[Item]], options: RunOptions, progress: Callable[[int], None]
+) -> RunSummary:
+    try:
+        return _run_pool_unguarded(chunks, options, progress)
+    except BrokenProcessPool:
+        raise WorkerDiedError(
+            "a worker process died unexpectedly (killed, or out of memory); the results"
+            " written so far are whole: rerun with --resume to finish"
+        ) from None
+
+
+def _run_pool_unguarded(
+    chunks: Iterator[Iterable[Item]], options: RunOptions, progress: Callable[[int], None]
 ) -> RunSummary:
     context = _pool_context()
     shared = context.RawValue("b", 0)  # lock-free flag, read once per task
     summary = RunSummary()
-    if options.resume:
-        LocalDirectoryResultStore(options.results_dir).remove_stale_temporaries()
     in_flight: set[Future[RunSummary]] = set()
     limit = options.workers * 4  # bounded read-ahead: memory stays flat on huge inputs
     with (
@@ -232,14 +329,13 @@ def _run_pool(
             max_workers=options.workers,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(options.results_dir, options.durable, options.resume, shared),
+            initargs=(options.results_dir, options.durable, options.resume, shared, os.getpid()),
         ) as pool,
     ):
-        iterator = iter(chunks)
         exhausted = False
         while in_flight or not exhausted:
             while not exhausted and not stop.stopped and len(in_flight) < limit:
-                chunk = next(iterator, None)
+                chunk = stop.next_chunk(chunks)
                 if chunk is None:
                     exhausted = True
                 else:
@@ -273,9 +369,24 @@ def default_workers() -> int:
 
 
 def print_failures(summary: RunSummary) -> None:
-    """List the first failures on stderr, with a pointer to the rest."""
+    """List the first failures on stderr, then what became of each kind of failure."""
     for line in summary.failures:
         print(f"failed: {line}", file=sys.stderr)
     hidden = summary.failed - len(summary.failures)
     if hidden > 0:
-        print(f"... and {hidden} more; each bad task has its .err record", file=sys.stderr)
+        print(f"... and {hidden} more", file=sys.stderr)
+    if summary.rejected:
+        print(
+            f"{_tasks(summary.rejected)} rejected as bad: each has its .err record",
+            file=sys.stderr,
+        )
+    if summary.errored:
+        print(
+            f"{_tasks(summary.errored)} not written: the results directory failed (see above)"
+            " and no record was kept; fix it and rerun with --resume",
+            file=sys.stderr,
+        )
+
+
+def _tasks(count: int) -> str:
+    return f"{count} task" if count == 1 else f"{count} tasks"

@@ -6,10 +6,17 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from core.errors import ConfigError
+from core.records import OversizedMessage
 from core.task_source import iter_task_chunks
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+
+MAX_SUBMIT_LINE_BYTES = 10 * 1000 * 1000
+"""The largest message any of the three queues takes (Pub/Sub's 10 MB); a longer line is
+refused without being held whole (each cloud's own limit reports the smaller ones)."""
 
 
 def message_bodies(source: str, chunk_size: int = 500) -> Iterator[list[bytes]]:
@@ -19,11 +26,16 @@ def message_bodies(source: str, chunk_size: int = 500) -> Iterator[list[bytes]]:
     reach the function as written. Bad tasks are sent as they are: the function records why
     they are bad, the same as for any other producer.
     """
-    for chunk in iter_task_chunks(source, chunk_size):
-        yield [_as_bytes(raw) for _, raw in chunk]
+    for chunk in iter_task_chunks(source, chunk_size, max_line_bytes=MAX_SUBMIT_LINE_BYTES):
+        yield [_as_bytes(position, raw) for position, raw in chunk]
 
 
-def _as_bytes(raw: object) -> bytes:
+def _as_bytes(position: int | str, raw: object) -> bytes:
+    if isinstance(raw, OversizedMessage):
+        raise ConfigError(
+            f"task {position} of the tasks file is {raw.size:,} bytes: no queue takes a message"
+            f" over {MAX_SUBMIT_LINE_BYTES:,} bytes; submit stopped there"
+        )
     if isinstance(raw, bytes):
         return raw
     if isinstance(raw, str):
