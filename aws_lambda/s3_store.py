@@ -18,16 +18,30 @@ if TYPE_CHECKING:
     from core.records import ErrorRecord
 
 MAX_POOL_CONNECTIONS = 32
+ATTEMPTS = 3
+"""PutObject attempts in all (botocore's ``total_max_attempts``; its ``max_attempts`` would
+count retries only, one more)."""
+CONNECT_TIMEOUT_SECONDS = 2
+READ_TIMEOUT_SECONDS = 5
+MAX_BACKOFF_SECONDS = sum(2 ** (retry - 1) for retry in range(1, ATTEMPTS))
+"""Standard mode sleeps up to ``2 ** (n - 1)`` s (random, capped at 20 s) before retry n."""
+WORST_CASE_WRITE_SECONDS = (
+    ATTEMPTS * (CONNECT_TIMEOUT_SECONDS + READ_TIMEOUT_SECONDS) + MAX_BACKOFF_SECONDS
+)
+"""The longest one write can take before it gives up: 3 x (2 + 5) + 1 + 2 = 24 s. A record
+started later than this before the Lambda timeout can be cut off by it; then the whole batch
+returns to the queue after the visibility timeout (nothing lost, finished tasks written
+again with the same content)."""
 
 
 def default_client_config(max_pool_connections: int = MAX_POOL_CONNECTIONS) -> Config:
-    """botocore settings: standard retry mode (3 attempts, exponential backoff with jitter,
-    retries throttling and 5xx), short timeouts so one stuck request cannot eat the
+    """botocore settings: standard retry mode (``ATTEMPTS`` attempts, exponential backoff with
+    jitter, retries throttling and 5xx), short timeouts so one stuck request cannot eat the
     invocation's deadline, and a connection pool as large as the handler's thread pool."""
     return Config(
-        retries={"mode": "standard", "max_attempts": 3},
-        connect_timeout=2,
-        read_timeout=5,
+        retries={"mode": "standard", "total_max_attempts": ATTEMPTS},
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=READ_TIMEOUT_SECONDS,
         max_pool_connections=max_pool_connections,
     )
 

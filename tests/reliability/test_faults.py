@@ -9,7 +9,7 @@ messages, every result exact, and the dead letters exactly the messages whose wr
 failed.
 
 What the SDKs retry (checked in their sources): botocore's standard mode retries 5xx and
-throttling (the store's setting gives 4 attempts a call: ``max_attempts`` counts retries),
+throttling (the store's ``total_max_attempts`` gives 3 attempts a call, checked below),
 within a retry quota of 500 tokens per client at 14 a retry; google-cloud-storage's
 ``DEFAULT_RETRY`` retries 429/500/502/503/504 and connection errors until its deadline (30 s
 here); azure-storage-blob's ``ExponentialRetry`` retries 408, 5xx except 501/505, and
@@ -37,6 +37,7 @@ import requests
 from botocore.exceptions import ClientError
 
 from aws_lambda import handler as lambda_module
+from aws_lambda.s3_store import ATTEMPTS as S3_ATTEMPTS
 from aws_lambda.s3_store import S3ResultStore, default_client_config
 from azure_function import function_app
 from azure_function.blob_store import RETRIES, BlobResultStore, default_retry
@@ -304,14 +305,15 @@ def serialized(client: SQSClient) -> SQSClient:
 
 
 def sdk_attempts_per_call() -> int:
-    """Attempts the production S3 client makes for a PutObject that keeps failing, measured
-    (botocore's ``max_attempts`` setting counts retries, not attempts)."""
+    """Attempts the production S3 client makes for a PutObject that keeps failing, measured:
+    the store's ``ATTEMPTS``, as the README says."""
     client = boto3.session.Session().client(
         "s3", region_name=REGION, endpoint_url="http://127.0.0.1:9", config=default_client_config()
     )
     probe = S3PutFaults(client, lambda key, attempt: True)
     with pytest.raises(ClientError):
         client.put_object(Bucket="probe", Key="k", Body=b"")
+    assert probe.attempts["k"] == S3_ATTEMPTS
     return probe.attempts["k"]
 
 
