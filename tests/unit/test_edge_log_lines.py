@@ -28,6 +28,18 @@ SURROGATE_NAME = b'{"id": "sur", "data": {"num1": 1, "num2": 2, "\\ud800x": 3}}'
 """A field name that decodes to a lone surrogate, which UTF-8 cannot encode."""
 
 
+RETRY_CASES = pytest.mark.parametrize(
+    ("body", "failing", "task_id"),
+    [
+        (GOOD, "retry-me.out", "retry-me"),
+        (BAD_WITH_ID, "bad-one.err", "bad-one"),
+        (BAD_WITHOUT_ID, None, None),  # the store fails every write; no id to name
+    ],
+    ids=["result-write", "error-record-with-id", "error-record-without-id"],
+)
+"""A message, the object the store refuses, and the task id its retry line must name."""
+
+
 def sqs_event(*bodies: bytes) -> dict[str, Any]:
     return {
         "Records": [
@@ -50,15 +62,7 @@ def fields_of(caplog: pytest.LogCaptureFixture, logger: str) -> list[dict[str, A
     return [dict(vars(r)) for r in records]
 
 
-@pytest.mark.parametrize(
-    ("body", "failing", "task_id"),
-    [
-        (GOOD, "retry-me.out", "retry-me"),
-        (BAD_WITH_ID, "bad-one.err", "bad-one"),
-        (BAD_WITHOUT_ID, None, None),
-    ],
-    ids=["result-write", "error-record-with-id", "error-record-without-id"],
-)
+@RETRY_CASES
 def test_aws_retry_line_names_the_task_whose_write_failed(
     caplog: pytest.LogCaptureFixture, body: bytes, failing: str | None, task_id: str | None
 ) -> None:
@@ -73,15 +77,7 @@ def test_aws_retry_line_names_the_task_whose_write_failed(
     assert (line["outcome"], line["task_id"]) == ("retry", task_id)
 
 
-@pytest.mark.parametrize(
-    ("body", "failing", "task_id"),
-    [
-        (GOOD, "retry-me.out", "retry-me"),
-        (BAD_WITH_ID, "bad-one.err", "bad-one"),
-        (BAD_WITHOUT_ID, None, None),
-    ],
-    ids=["result-write", "error-record-with-id", "error-record-without-id"],
-)
+@RETRY_CASES
 def test_azure_retry_line_names_the_task_whose_write_failed(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
