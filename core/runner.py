@@ -129,17 +129,18 @@ def _die_with_parent(parent_pid: int) -> None:
     :func:`_parent_gone` is checked between tasks instead.
     """
     global _parent_pid
-    _parent_pid = parent_pid
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl failed")
     except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
+        _parent_pid = parent_pid
     if os.getppid() != parent_pid:  # the runner died before prctl took effect
         os._exit(1)
 
 
 _parent_pid: int | None = None
+"""Set only where the kernel cannot kill a worker with its parent: then it checks itself."""
 
 
 def _parent_gone() -> bool:

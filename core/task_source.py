@@ -23,6 +23,7 @@ _WHITESPACE = " \t\r\n"
 _WHITESPACE_BYTES = b" \t\r\n"
 _SNIFF_BYTES = 32 * 1024
 _UTF8_BOM = b"\xef\xbb\xbf"
+_LONGEST_BOM = 4
 _OTHER_BOMS = (
     (b"\xff\xfe\x00\x00", "UTF-32 (little-endian)"),
     (b"\x00\x00\xfe\xff", "UTF-32 (big-endian)"),
@@ -90,7 +91,7 @@ def _sniff(read: Callable[[int], bytes], source: str) -> _Start:
     while True:
         block = read(_SNIFF_BYTES)
         data += block
-        if at_start and (len(data) >= len(_UTF8_BOM) or not block):
+        if at_start and (len(data) >= _LONGEST_BOM or not block):
             at_start = False
             _refuse_other_encodings(data, source)
             data = data.removeprefix(_UTF8_BOM)
