@@ -296,11 +296,8 @@ def count_tasks(source: str) -> int | None:
             start = _sniff(stream.read, source)
             if start.is_array:
                 return None  # counted when the array is split
-            *whole, partial = start.data.split(b"\n")  # the sniffed block, then the rest
-            count = sum(1 for line in whole if line.strip())
-            for line in stream:
-                count += bool((partial + line).strip())
-                partial = b""
-            return count + bool(partial.strip())
-    except OSError:
+            # the reader itself, so the count is what it yields and a long line is not held
+            blocks = _line_blocks(start, stream.read, _SNIFF_BYTES, MAX_RAW_KEPT)
+            return sum(1 for block in blocks for _ in block)
+    except (OSError, ConfigError):
         return None

@@ -142,7 +142,12 @@ def test_a_broken_array_after_blank_lines_names_the_right_line(tmp_path: Path) -
 
 @pytest.mark.parametrize(
     ("content", "count"),
-    [(b"\xef\xbb\xbf{}\n\n{}\n", 2), (b" " * 40_000 + b"{}\n{}", 2), (b"\n" * 50_000, 0)],
+    [
+        (b"\xef\xbb\xbf{}\n\n{}\n", 2),
+        (b" " * 40_000 + b"{}\n{}", 2),
+        (b"\n" * 50_000, 0),
+        (b"{}\r\n" + b"x" * 200_000 + b"\n \n{}", 3),
+    ],
 )
 def test_count_tasks_counts_what_the_reader_yields(
     tmp_path: Path, content: bytes, count: int
