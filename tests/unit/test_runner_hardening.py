@@ -14,15 +14,12 @@ import signal
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO_ROOT, files_outside
 from tests.unit.test_local_runner import good, run_local, write_tasks
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 HANG_GUARD_SECONDS = 60
 """How long a stopped runner may take to exit before the test calls it hung (not a speed
@@ -50,6 +47,21 @@ def wait_for_files(directory: Path, count: int, process: subprocess.Popen[bytes]
         assert process.poll() is None, process.communicate()
         time.sleep(0.02)
     pytest.fail(f"{count} results never appeared in {directory}")
+
+
+def wait_until_catching(process: subprocess.Popen[bytes], signum: signal.Signals) -> None:
+    """Wait until ``process`` has a handler for ``signum`` (its ``SigCgt`` mask says so): the
+    runner is then past start-up, where the signal would still kill it the default way. From
+    there on the outcome is the same whether it has reached its read or not."""
+    deadline = time.monotonic() + HANG_GUARD_SECONDS
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        caught = int(status.partition("SigCgt:")[2].split()[0], 16)
+        if caught & (1 << (signum - 1)):
+            return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.01)
+    pytest.fail(f"the runner never installed its {signum.name} handler")
 
 
 def wait_with_stdin_open(runner: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
@@ -111,8 +123,7 @@ def test_a_stop_signal_ends_a_run_that_has_not_seen_a_task_yet(
     assert runner.stdin is not None
     runner.stdin.write(first_write)
     runner.stdin.flush()
-    wait_for_files(tmp_path, 0, runner)
-    time.sleep(0.3)  # let it reach the read (the outcome is the same if it has not)
+    wait_until_catching(runner, signal.SIGTERM)
     # WHEN SIGTERM arrives
     runner.send_signal(signal.SIGTERM)
     out, err = wait_with_stdin_open(runner)
