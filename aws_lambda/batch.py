@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 from aws_lambda.envelope import SqsMessage, decode_sqs_record
-from core.errors import StoreWriteError
-from core.observe import outcome_fields
-from core.worker import process_message
+from core.delivery import Delivery, deliver
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -59,27 +56,13 @@ def handle_record(
             extra={"message_id": message.message_id, "outcome": NOT_STARTED},
         )
         return RecordResult(message, retry=True)
-    started = time.perf_counter()
-    outcome = error = None
-    try:
-        outcome = process_message(message.body, store)
-    except Exception as exc:  # StoreWriteError, or a bug: either way retry, never lose it
-        error = exc
-    fields = outcome_fields(
-        outcome,
-        message_id=message.message_id,
-        seconds=time.perf_counter() - started,
-        error=error,
-        receive_count=message.receive_count,
-    )
-    if outcome is not None:
-        logger.info("task %s", outcome.kind.value, extra=fields)
-        return RecordResult(message, retry=False)
-    if isinstance(error, StoreWriteError):
-        logger.warning("task will be retried", extra=fields)
-    else:  # unexpected: log the traceback; the record ends in the DLQ if it keeps failing
-        logger.error("unexpected error; task will be retried", extra=fields, exc_info=error)
-    return RecordResult(message, retry=True)
+    delivery = Delivery(message.body, message.message_id, message.receive_count)
+    return RecordResult(message, retry=deliver(delivery, store, _emit).retry)
+
+
+def _emit(level: int, text: str, fields: dict[str, object]) -> None:
+    """Lambda's JSON log format puts ``extra`` fields at the top level of the line."""
+    logger.log(level, text, extra=fields)
 
 
 def process_batch(

@@ -7,14 +7,11 @@ root of the deployment zip, and so that it can be tested without the Functions h
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from core.delivery import Delivery, deliver
 from core.jsontext import json_line
-from core.observe import outcome_fields
-from core.outcome import OutcomeKind
-from core.worker import process_message
+from core.ports import ResultStore
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -22,20 +19,9 @@ if TYPE_CHECKING:
     import azure.functions as func
 
     from core.outcome import Outcome
-    from core.ports import ResultStore
+    from core.records import ErrorRecord
 
 LOGGER = logging.getLogger("azure_function")
-
-_LEVELS = {OutcomeKind.SUCCEEDED: logging.INFO, OutcomeKind.REJECTED: logging.WARNING}
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """What the pipeline needs from one Service Bus message."""
-
-    body: bytes
-    message_id: str | None
-    delivery_count: int | None
 
 
 def decode_servicebus_message(msg: func.ServiceBusMessage) -> Delivery:
@@ -47,7 +33,7 @@ def decode_servicebus_message(msg: func.ServiceBusMessage) -> Delivery:
     return Delivery(
         body=_body_bytes(msg),
         message_id=_optional_text(getattr(msg, "message_id", None)),
-        delivery_count=_optional_int(getattr(msg, "delivery_count", None)),
+        attempt=_optional_int(getattr(msg, "delivery_count", None)),
     )
 
 
@@ -57,7 +43,7 @@ def handle_message(
     *,
     logger: logging.Logger = LOGGER,
 ) -> Outcome:
-    """Process one message and log how it ended.
+    """Process one message; core logs how it ended.
 
     Returns for a success or a bad task (the host completes the message). Re-raises
     :class:`~core.errors.StoreWriteError` and anything unexpected (the host abandons the
@@ -65,35 +51,30 @@ def handle_message(
     ``store`` is called for the results store, so that a store that cannot be configured is
     logged like any other failure.
     """
-    started = time.perf_counter()
     delivery = decode_servicebus_message(msg)
-    try:
-        outcome = process_message(delivery.body, store())
-    except Exception as exc:
-        _log(logger, logging.ERROR, outcome=None, delivery=delivery, started=started, error=exc)
-        raise
-    level = _LEVELS.get(outcome.kind, logging.INFO)
-    _log(logger, level, outcome=outcome, delivery=delivery, started=started, error=None)
-    return outcome
+
+    def emit(level: int, text: str, fields: dict[str, object]) -> None:
+        logger.log(level, json_line(fields))  # the Functions host keeps the message text only
+
+    handled = deliver(delivery, _LazyStore(store), emit)
+    if handled.outcome is None:
+        assert handled.error is not None
+        raise handled.error
+    return handled.outcome
 
 
-def _log(
-    logger: logging.Logger,
-    level: int,
-    *,
-    outcome: Outcome | None,
-    delivery: Delivery,
-    started: float,
-    error: BaseException | None,
-) -> None:
-    fields = outcome_fields(
-        outcome,
-        message_id=delivery.message_id,
-        seconds=time.perf_counter() - started,
-        error=error,
-        delivery_count=delivery.delivery_count,
-    )
-    logger.log(level, json_line(fields))
+class _LazyStore(ResultStore):
+    """The store the factory gives, asked for at the first write (so that an unconfigured
+    store fails inside the pipeline: logged once and retried, like any failure)."""
+
+    def __init__(self, factory: Callable[[], ResultStore]) -> None:
+        self._factory = factory
+
+    def write_result(self, task_id: str, text: str) -> None:
+        self._factory().write_result(task_id, text)
+
+    def write_error(self, record: ErrorRecord) -> None:
+        self._factory().write_error(record)
 
 
 def _body_bytes(msg: func.ServiceBusMessage) -> bytes:

@@ -32,16 +32,16 @@ def outcome_fields(
     }
     if outcome is not None and outcome.code is not None:
         fields["error_code"] = outcome.code
-        fields["reason"] = _encodable(outcome.reason or "")
+        fields["reason"] = encodable(outcome.reason or "")
         fields["record"] = f"{outcome.name}.err"
     if error is not None:
         fields["error_type"] = type(error).__name__
-        fields["reason"] = _encodable(str(error))
+        fields["reason"] = encodable(str(error))
     fields.update(platform)
     return fields
 
 
-def _encodable(text: str) -> str:
+def encodable(text: str) -> str:
     """``text`` with lone surrogates (a bad task's field names can carry them) escaped, so
     that any log formatter can write it as UTF-8."""
     try:

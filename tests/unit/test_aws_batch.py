@@ -90,7 +90,7 @@ def test_unexpected_exception_is_retried_not_lost(monkeypatch: pytest.MonkeyPatc
     def explode(raw: object, store: object) -> None:
         raise KeyError("bug")
 
-    monkeypatch.setattr("aws_lambda.batch.process_message", explode)
+    monkeypatch.setattr("core.delivery.process_message", explode)
     response = process_batch(
         [record("m1", "{}")],
         InMemoryResultStore(),
@@ -112,7 +112,7 @@ def test_one_structured_log_line_per_record(caplog: pytest.LogCaptureFixture) ->
     process_batch(records, store, executor=None, remaining_ms=lambda: 1e9, margin_ms=0)
     lines = {r.message_id: r for r in caplog.records}  # type: ignore[attr-defined]
     assert [lines[m].outcome for m in ("m1", "m2", "m3")] == ["succeeded", "retry", "rejected"]  # type: ignore[attr-defined]
-    assert lines["m1"].task_id == "a" and lines["m1"].receive_count == 1  # type: ignore[attr-defined]
+    assert lines["m1"].task_id == "a" and lines["m1"].delivery_attempt == 1  # type: ignore[attr-defined]
     assert lines["m3"].error_code == "invalid_number"  # type: ignore[attr-defined]
     assert all(isinstance(r.duration_ms, float) for r in caplog.records)  # type: ignore[attr-defined]
 

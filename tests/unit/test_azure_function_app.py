@@ -17,7 +17,8 @@ import pytest
 from azure.functions.servicebus import ServiceBusMessageInConverter
 
 from azure_function import function_app
-from azure_function.handler import Delivery, decode_servicebus_message, handle_message
+from azure_function.handler import decode_servicebus_message, handle_message
+from core.delivery import Delivery
 from core.errors import ConfigError, StoreWriteError
 from core.outcome import OutcomeKind
 from tests.conftest import REPO_ROOT, load_event
@@ -99,7 +100,7 @@ def test_decode_takes_body_id_and_delivery_count_from_the_message(name: str) -> 
     metadata = event["trigger_metadata"]
     assert delivery.body == message.get_body()
     assert delivery.message_id == metadata["MessageId"]["value"]
-    assert delivery.delivery_count == metadata["DeliveryCount"]["value"]
+    assert delivery.attempt == metadata["DeliveryCount"]["value"]
 
 
 def test_decode_of_a_message_without_metadata() -> None:
@@ -166,7 +167,7 @@ def test_success_rejection_and_log_lines(caplog: pytest.LogCaptureFixture) -> No
     first, second = log_lines(caplog)
     assert first["task_id"] == "az-task-2"
     assert first["message_id"] == "1e6f3b4c0d8a5f2bb2c3d4e5f6071829"
-    assert first["delivery_count"] == 3
+    assert first["delivery_attempt"] == 3
     assert first["outcome"] == "succeeded"
     assert second["outcome"] == "rejected"
     assert second["error_code"] == "invalid_number"
@@ -189,7 +190,7 @@ def test_a_store_failure_is_raised_and_logged_as_retry(caplog: pytest.LogCapture
     (line,) = log_lines(caplog)
     assert line["outcome"] == "retry"
     assert line["error_type"] == "StoreWriteError"
-    assert line["delivery_count"] == 4
+    assert line["delivery_attempt"] == 4
     assert caplog.records[-1].levelno == logging.ERROR
 
 

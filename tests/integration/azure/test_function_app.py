@@ -140,7 +140,7 @@ def test_missing_container_raises_and_redelivery_succeeds(
     finally:
         created.delete_container()
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "azure_function"]
-    assert [(x["outcome"], x["delivery_count"], x["message_id"]) for x in lines] == [
+    assert [(x["outcome"], x["delivery_attempt"], x["message_id"]) for x in lines] == [
         ("retry", 1, "m-late"),
         ("succeeded", 2, "m-late"),
     ]
