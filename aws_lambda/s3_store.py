@@ -10,12 +10,10 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from core.errors import StoreWriteError
-from core.ports import ERROR_SUFFIX, RESULT_SUFFIX, ResultStore, object_key
+from core.ports import ResultStore
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-    from core.records import ErrorRecord
 
 MAX_POOL_CONNECTIONS = 32
 ATTEMPTS = 3
@@ -70,15 +68,17 @@ class S3ResultStore(ResultStore):
                     )
         return self._client
 
-    def write_result(self, task_id: str, text: str) -> None:
-        self._put(object_key(self.prefix, task_id, RESULT_SUFFIX), text.encode(), "text/plain")
-
-    def write_error(self, record: ErrorRecord) -> None:
-        key = object_key(self.prefix, record.name, ERROR_SUFFIX)
-        self._put(key, record.to_json(), "application/json")
-
-    def _put(self, key: str, body: bytes, content_type: str) -> None:
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        """PutObject ``key``; any SDK or network failure is a StoreWriteError."""
         try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
-        except (BotoCoreError, ClientError) as exc:
-            raise StoreWriteError(f"cannot write s3://{self.bucket}/{key}: {exc}") from exc
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        except Exception as exc:
+            raise store_error(exc, f"s3://{self.bucket}/{key}") from exc
+
+
+def store_error(exc: Exception, where: str) -> Exception:
+    """What a failed write raises: StoreWriteError for botocore's errors (the store's fault,
+    retried by the queue), the exception itself for anything else (a bug)."""
+    if isinstance(exc, (BotoCoreError, ClientError)):
+        return StoreWriteError(f"cannot write {where}: {exc}")
+    return exc

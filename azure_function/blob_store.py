@@ -15,7 +15,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from core.errors import ConfigError, StoreWriteError
-from core.ports import ERROR_SUFFIX, RESULT_SUFFIX, ResultStore, object_key
+from core.ports import ResultStore
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -23,15 +23,11 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
     from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRetry
 
-    from core.records import ErrorRecord
-
 ACCOUNT_URL_SETTING = "RESULTS_BLOB_ACCOUNT_URL"
 CONNECTION_STRING_SETTING = "RESULTS_BLOB_CONNECTION_STRING"
 CONTAINER_SETTING = "RESULTS_CONTAINER"
 PREFIX_SETTING = "RESULTS_PREFIX"
 
-RESULT_CONTENT_TYPE = "text/plain"
-ERROR_CONTENT_TYPE = "application/json"
 
 CONNECTION_TIMEOUT_SECONDS = 3
 READ_TIMEOUT_SECONDS = 7
@@ -103,16 +99,6 @@ class BlobResultStore(ResultStore):
             connection_string=env.get(CONNECTION_STRING_SETTING) or None,
         )
 
-    def write_result(self, task_id: str, text: str) -> None:
-        self._upload(
-            object_key(self.prefix, task_id, RESULT_SUFFIX), text.encode(), RESULT_CONTENT_TYPE
-        )
-
-    def write_error(self, record: ErrorRecord) -> None:
-        self._upload(
-            object_key(self.prefix, record.name, ERROR_SUFFIX), record.to_json(), ERROR_CONTENT_TYPE
-        )
-
     @property
     def client(self) -> BlobServiceClient:
         """The service client, built on first use."""
@@ -151,29 +137,29 @@ class BlobResultStore(ResultStore):
             self._container_client = self.client.get_container_client(self.container)
         return self._container_client
 
-    def _upload(self, name: str, data: bytes, content_type: str) -> None:
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Upload ``key`` as a block blob, replacing it; store failures are StoreWriteError."""
         from azure.storage.blob import ContentSettings
 
         try:
             self._container().upload_blob(
-                name,
+                key,
                 data,
                 overwrite=True,
                 content_settings=ContentSettings(content_type=content_type),
             )
         except Exception as exc:
-            if not _is_store_failure(exc):
-                raise
-            raise StoreWriteError(
-                f"could not write {name} to container {self.container}: {_first_line(exc)}"
-            ) from exc
+            raise store_error(exc, f"{key} to container {self.container}") from exc
 
 
-def _is_store_failure(exc: Exception) -> bool:
-    """SDK, network and client-configuration errors: the write did not happen."""
+def store_error(exc: Exception, where: str) -> Exception:
+    """What a failed write raises: StoreWriteError for SDK, network and client-configuration
+    errors (the write did not happen; Service Bus redelivers), the exception itself else."""
     from azure.core.exceptions import AzureError
 
-    return isinstance(exc, (AzureError, OSError, ValueError))
+    if isinstance(exc, (AzureError, OSError, ValueError)):
+        return StoreWriteError(f"could not write {where}: {_first_line(exc)}")
+    return exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     import azure.functions as func
 
     from core.outcome import Outcome
-    from core.records import ErrorRecord
 
 LOGGER = logging.getLogger("azure_function")
 
@@ -70,11 +69,11 @@ class _LazyStore(ResultStore):
     def __init__(self, factory: Callable[[], ResultStore]) -> None:
         self._factory = factory
 
-    def write_result(self, task_id: str, text: str) -> None:
-        self._factory().write_result(task_id, text)
+    def key(self, name: str, suffix: str) -> str:
+        return self._factory().key(name, suffix)
 
-    def write_error(self, record: ErrorRecord) -> None:
-        self._factory().write_error(record)
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        self._factory().put(key, data, content_type)
 
 
 def _body_bytes(msg: func.ServiceBusMessage) -> bytes:

@@ -10,6 +10,8 @@ if TYPE_CHECKING:
 
 RESULT_SUFFIX = ".out"
 ERROR_SUFFIX = ".err"
+RESULT_CONTENT_TYPE = "text/plain"
+ERROR_CONTENT_TYPE = "application/json"
 
 
 def object_key(prefix: str, name: str, suffix: str) -> str:
@@ -25,12 +27,26 @@ class ResultStore(abc.ABC):
     content or the whole new content, never part of it. They raise
     :class:`~core.errors.StoreWriteError` when the store fails (a transient failure).
     Names handed to a store are validated task ids or ``invalid-<sha256>``: never a path.
+
+    An adapter implements :meth:`put` (one object: key, bytes, content type) and sets
+    ``prefix``; naming, encoding and content types are the same everywhere and live here.
     """
 
-    @abc.abstractmethod
+    prefix: str = ""
+    """Keys are ``{prefix}/{name}{suffix}``; empty: ``{name}{suffix}``."""
+
     def write_result(self, task_id: str, text: str) -> None:
         """Store ``text`` as the result of ``task_id`` (``{task_id}.out``)."""
+        self.put(self.key(task_id, RESULT_SUFFIX), text.encode("utf-8"), RESULT_CONTENT_TYPE)
 
-    @abc.abstractmethod
     def write_error(self, record: ErrorRecord) -> None:
         """Store an error record (``{record.name}.err``)."""
+        self.put(self.key(record.name, ERROR_SUFFIX), record.to_json(), ERROR_CONTENT_TYPE)
+
+    def key(self, name: str, suffix: str) -> str:
+        """The object key (or file name) of ``name`` + ``suffix``."""
+        return object_key(self.prefix, name, suffix)
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Write one whole object, replacing it; raise StoreWriteError when the store fails."""

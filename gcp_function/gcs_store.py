@@ -21,15 +21,11 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError, StoreWriteError
-from core.ports import ERROR_SUFFIX, RESULT_SUFFIX, ResultStore, object_key
+from core.ports import ResultStore
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from core.records import ErrorRecord
-
-RESULT_CONTENT_TYPE = "text/plain"
-ERROR_CONTENT_TYPE = "application/json"
 DEFAULT_RETRY_SECONDS = 30.0
 """Total time the SDK may spend retrying one write (all attempts and backoff)."""
 DEFAULT_REQUEST_TIMEOUT = 10.0
@@ -62,28 +58,15 @@ class GcsResultStore(ResultStore):
         self._retry: Any = None
         self._lock = threading.Lock()
 
-    def write_result(self, task_id: str, text: str) -> None:
-        """Upload ``text`` as ``{prefix}/{task_id}.out``."""
-        self._put(
-            object_key(self.prefix, task_id, RESULT_SUFFIX), text.encode(), RESULT_CONTENT_TYPE
-        )
-
-    def write_error(self, record: ErrorRecord) -> None:
-        """Upload the record's JSON as ``{prefix}/{record.name}.err``."""
-        self._put(
-            object_key(self.prefix, record.name, ERROR_SUFFIX), record.to_json(), ERROR_CONTENT_TYPE
-        )
-
-    def _put(self, name: str, data: bytes, content_type: str) -> None:
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Upload ``key``; a failure of the store (after the SDK's retries) is StoreWriteError."""
         try:
             bucket = self._bucket if self._bucket is not None else self._connect()
-            bucket.blob(name).upload_from_string(
+            bucket.blob(key).upload_from_string(
                 data, content_type=content_type, retry=self._retry, timeout=self.request_timeout
             )
-        except _transient_errors() as exc:
-            raise StoreWriteError(
-                f"could not write gs://{self.bucket_name}/{name}: {type(exc).__name__}: {exc}"
-            ) from exc
+        except Exception as exc:
+            raise store_error(exc, f"gs://{self.bucket_name}/{key}") from exc
 
     def _connect(self) -> Any:
         """Create (once, thread-safely) the client, the bucket handle and the retry policy."""
@@ -97,6 +80,14 @@ class GcsResultStore(ResultStore):
                 self._retry = DEFAULT_RETRY.with_timeout(self.retry_seconds)
                 self._bucket = client.bucket(self.bucket_name)
             return self._bucket
+
+
+def store_error(exc: Exception, where: str) -> Exception:
+    """What a failed write raises: StoreWriteError for the SDK's and the network's errors
+    (the store's fault, retried by Pub/Sub), the exception itself for anything else (a bug)."""
+    if isinstance(exc, _transient_errors()):
+        return StoreWriteError(f"could not write {where}: {type(exc).__name__}: {exc}")
+    return exc
 
 
 @functools.cache

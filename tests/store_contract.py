@@ -1,7 +1,8 @@
 """One contract for every ResultStore adapter; each backend's tests subclass it.
 
-A subclass provides two fixtures: ``store`` (the adapter under test, empty) and ``read`` (a
-function that returns the stored bytes for a record name such as ``t1.out``, or None).
+A subclass provides three fixtures: ``store`` (the adapter under test, empty), ``read`` (a
+function that returns the stored bytes for a record name such as ``t1.out``, or None) and
+``broken_store`` (the same adapter with its store down or unreachable, retrying quickly).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from core.errors import InvalidTaskError
+import pytest
+
+from core.errors import InvalidTaskError, StoreWriteError
 from core.outcome import OutcomeKind
 from core.records import ErrorRecord
 from core.worker import process_message
@@ -71,3 +74,19 @@ class ResultStoreContract:
             outcomes = list(pool.map(lambda _: process_message(body, store), range(16)))
         assert all(outcome.kind is OutcomeKind.SUCCEEDED for outcome in outcomes)
         assert read("dup.out") == b"42"
+
+    def test_a_store_that_is_down_raises_store_write_error(self, broken_store: ResultStore) -> None:
+        # GIVEN a store that cannot be reached / WHEN a result and a record are written
+        # THEN each write raises StoreWriteError (the queue retries), naming what failed
+        with pytest.raises(StoreWriteError, match=r"t-down\.out"):
+            broken_store.write_result("t-down", "1")
+        record = ErrorRecord.for_rejection(InvalidTaskError("empty", "empty", "t-down"), b"")
+        with pytest.raises(StoreWriteError, match=r"t-down\.err"):
+            broken_store.write_error(record)
+
+    def test_the_pipeline_lets_a_store_failure_through_with_the_task_id(
+        self, broken_store: ResultStore
+    ) -> None:
+        with pytest.raises(StoreWriteError) as failure:
+            process_message(b'{"id": "t-down", "data": {"num1": 1, "num2": 2}}', broken_store)
+        assert failure.value.task_id == "t-down"

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
 
 from core.errors import StoreWriteError
-from core.ports import ERROR_SUFFIX, RESULT_SUFFIX, ResultStore
-
-if TYPE_CHECKING:
-    from core.records import ErrorRecord
+from core.ports import ResultStore
 
 
 class InMemoryResultStore(ResultStore):
@@ -21,14 +17,8 @@ class InMemoryResultStore(ResultStore):
         self.fail_all = fail_all
         self._lock = threading.Lock()
 
-    def write_result(self, task_id: str, text: str) -> None:
-        self._put(task_id + RESULT_SUFFIX, text.encode())
-
-    def write_error(self, record: ErrorRecord) -> None:
-        self._put(record.name + ERROR_SUFFIX, record.to_json())
-
-    def _put(self, name: str, data: bytes) -> None:
-        if self.fail_all or name in self.fail_names:
-            raise StoreWriteError(f"injected failure writing {name}")
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        if self.fail_all or key in self.fail_names:
+            raise StoreWriteError(f"injected failure writing {key}")
         with self._lock:
-            self.objects[name] = data
+            self.objects[key] = data

@@ -27,6 +27,14 @@ class TestLocalDirectoryStore(ResultStoreContract):
 
         return reader
 
+    @pytest.fixture
+    def broken_store(self, tmp_path: Path) -> LocalDirectoryResultStore:
+        # a results directory removed after the store opened it: every write fails (ENOENT)
+        directory = tmp_path / "gone"
+        store = LocalDirectoryResultStore(directory)
+        directory.rmdir()
+        return store
+
 
 class TestInMemoryStore(ResultStoreContract):
     @pytest.fixture
@@ -36,3 +44,7 @@ class TestInMemoryStore(ResultStoreContract):
     @pytest.fixture
     def read(self, store: InMemoryResultStore) -> Reader:
         return store.objects.get
+
+    @pytest.fixture
+    def broken_store(self) -> InMemoryResultStore:
+        return InMemoryResultStore(fail_all=True)

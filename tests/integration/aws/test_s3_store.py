@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import boto3
 import pytest
 
-from aws_lambda.s3_store import S3ResultStore
+from aws_lambda.s3_store import S3ResultStore, default_client_config
 from core.errors import StoreWriteError
 from tests.integration.aws.conftest import read_object
 from tests.store_contract import Reader, ResultStoreContract
+from tests.support.servers import free_port
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -25,6 +27,14 @@ class TestS3Store(ResultStoreContract):
     @pytest.fixture
     def read(self, s3: S3Client, bucket: str) -> Reader:
         return lambda name: read_object(s3, bucket, f"runs/2026/{name}")
+
+    @pytest.fixture
+    def broken_store(self, aws_env: str) -> S3ResultStore:
+        # the production client settings, pointed at a loopback port where nothing listens
+        client = boto3.session.Session().client(
+            "s3", endpoint_url=f"http://127.0.0.1:{free_port()}", config=default_client_config()
+        )
+        return S3ResultStore("any-bucket", "runs/2026", client=client)
 
 
 def test_content_types(s3: S3Client, bucket: str) -> None:

@@ -17,6 +17,7 @@ from core.records import ErrorRecord
 from core.worker import process_message
 from tests.integration.azure.conftest import connection_string
 from tests.store_contract import Reader, ResultStoreContract
+from tests.support.servers import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -57,6 +58,16 @@ class TestBlobStore(ResultStoreContract):
     @pytest.fixture
     def read(self, container: ContainerClient) -> Reader:
         return reader(container, PREFIX)
+
+    @pytest.fixture
+    def broken_store(self) -> BlobResultStore:
+        # a loopback port where nothing listens; the production retry count, without waits
+        return BlobResultStore(
+            "any-container",
+            PREFIX,
+            connection_string=connection_string(free_port()),
+            retry=default_retry(**FAST_RETRY),
+        )
 
 
 def test_blobs_carry_content_types(azurite: Azurite, container: ContainerClient) -> None:

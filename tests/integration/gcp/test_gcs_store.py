@@ -38,6 +38,19 @@ class TestGcsStore(ResultStoreContract):
 
         return reader
 
+    @pytest.fixture
+    def broken_store(self) -> ResultStore:
+        # a client for a loopback port where nothing listens; the SDK retries for 1 s
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage  # type: ignore[import-untyped]
+
+        client = storage.Client(
+            project="p",
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            client_options={"api_endpoint": f"http://127.0.0.1:{free_port()}"},
+        )
+        return GcsResultStore("any-bucket", PREFIX, client=client, retry_seconds=1)
+
 
 def test_objects_have_content_types_and_nothing_lands_outside_the_prefix(
     new_bucket: Any, gcs_client: Any
@@ -75,7 +88,7 @@ def test_missing_bucket_is_a_store_write_error_caused_by_the_sdk(gcs_client: Any
 def test_unreachable_service_gives_up_within_the_retry_budget() -> None:
     # GIVEN a client pointed at a closed loopback port, and a 2 s retry budget
     from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage  # type: ignore[import-untyped]
+    from google.cloud import storage
 
     client = storage.Client(
         project="test-project",
