@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from core.cli_args import add_progress_arguments, progress_bar, whole_number
+from core.clouds import CLOUDS
 from core.errors import ProviderUnavailableError
-from core.packaging import PackageSpec, register_package_command
 
 if TYPE_CHECKING:
     import argparse
@@ -14,13 +14,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
-PACKAGE = PackageSpec(
-    provider="aws",
-    default_output="dist/aws_lambda.zip",
-    packages={"core": (), "aws_lambda": ("cli.py", "submit.py", "status.py")},
-    root_files={},
-)
-INSTALL_HINT = "the AWS commands need boto3: pip install 'adder-tasks[aws]'"
+INSTALL_HINT = f"the AWS commands need boto3: {CLOUDS['aws'].install_hint}"
 
 
 def _clients(args: argparse.Namespace) -> tuple[SQSClient, S3Client]:
@@ -84,7 +78,6 @@ def _redrive(args: argparse.Namespace) -> int:
 
 def register(groups: dict[str, argparse._SubParsersAction[Any]]) -> None:
     """Add the AWS subcommands to ``adder``."""
-    register_package_command(groups, PACKAGE)
 
     submit = groups["submit"].add_parser(
         "aws",

@@ -7,18 +7,6 @@ import os
 from typing import Any
 
 from core.cli_args import add_progress_arguments, lazy_handler, whole_number
-from core.packaging import PackageSpec, register_package_command
-
-PACKAGE = PackageSpec(
-    provider="azure",
-    default_output="dist/azure_function.zip",
-    packages={"core": (), "azure_function": ("cli.py", "send.py", "status.py", "function_app.py")},
-    root_files={
-        "function_app.py": "azure_function/function_app.py",
-        "host.json": "azure_function/host.json",
-        "requirements.txt": "azure_function/requirements.txt",
-    },
-)
 
 NAMESPACE_SETTING = "SERVICEBUS_CONNECTION__fullyQualifiedNamespace"
 """The function's own app setting; a convenient default for the commands too."""
@@ -40,7 +28,6 @@ container. Options default to the function's app settings when they are set in t
 
 def register(groups: dict[str, argparse._SubParsersAction[Any]]) -> None:
     """Add the Azure subcommands to ``adder``."""
-    register_package_command(groups, PACKAGE)
     _register_submit(groups["submit"])
     _register_status(groups["status"])
 

@@ -17,6 +17,7 @@ import uuid
 from typing import TYPE_CHECKING, TextIO
 
 from core.cli_args import progress_bar
+from core.clouds import CLOUDS
 from core.errors import ConfigError, ProviderUnavailableError
 from core.submit import SubmitSummary, message_bodies
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
     from azure.servicebus import ServiceBusClient, ServiceBusMessageBatch, ServiceBusSender
 
-INSTALL_HINT = "the Azure commands need the Azure SDKs: pip install 'adder-tasks[azure]'"
+INSTALL_HINT = f"the Azure commands need the Azure SDKs: {CLOUDS['azure'].install_hint}"
 PUBLIC_CLOUD_SUFFIX = ".servicebus.windows.net"
 BATCH_HEADROOM_BYTES = 1024
 """Room left in each batch: the SDK's size count leaves out the batch envelope's own properties

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import boto3
 
-from aws_lambda.cli import PACKAGE
 from bench._common import Timing, verdict
+from core.clouds import CLOUDS
 from core.packaging import build_package
 
 TARGET = 1.10
@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as work:
         code_dir = Path(work) / "task"
-        with zipfile.ZipFile(build_package(PACKAGE, Path(work) / "aws_lambda.zip")) as archive:
+        with zipfile.ZipFile(
+            build_package(CLOUDS["aws"], Path(work) / "aws_lambda.zip")
+        ) as archive:
             archive.extractall(code_dir)
         sdk_dir = Path(boto3.__file__).resolve().parent.parent
         env = {

@@ -111,11 +111,11 @@ def start_azurite() -> tuple[subprocess.Popen[bytes], int]:
 
 def build_roots(work: Path) -> dict[str, Path]:
     """The unpacked deployment zip, and the minimal function's directory."""
-    from azure_function.cli import PACKAGE
+    from core.clouds import CLOUDS
     from core.packaging import build_package
 
     adder = work / "adder"
-    with zipfile.ZipFile(build_package(PACKAGE, work / "azure_function.zip")) as archive:
+    with zipfile.ZipFile(build_package(CLOUDS["azure"], work / "azure_function.zip")) as archive:
         archive.extractall(adder)
     minimal = work / "minimal"
     minimal.mkdir()

@@ -37,8 +37,8 @@ import zipfile
 from pathlib import Path
 
 from bench._common import Timing, verdict
+from core.clouds import CLOUDS
 from core.packaging import build_package
-from gcp_function.cli import PACKAGE
 from tests.support.servers import free_port, running_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     sources = {"minimal": work / "minimal", "adder": work / "adder"}
     sources["minimal"].mkdir()
     (sources["minimal"] / "main.py").write_text(MINIMAL)
-    with zipfile.ZipFile(build_package(PACKAGE, work / "gcp_function.zip")) as archive:
+    with zipfile.ZipFile(build_package(CLOUDS["gcp"], work / "gcp_function.zip")) as archive:
         archive.extractall(sources["adder"])
     for directory in sources.values():
         subprocess.run(

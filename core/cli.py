@@ -8,18 +8,14 @@ import importlib
 import sys
 from typing import TYPE_CHECKING
 
+from core.clouds import CLOUDS
 from core.errors import AdderError, ConfigError, ProviderUnavailableError
 from core.local import EPILOG, add_run_arguments, run_from_args
+from core.packaging import register_package_command
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-PROVIDER_MODULES = {
-    "aws": "aws_lambda.cli",
-    "gcp": "gcp_function.cli",
-    "azure": "azure_function.cli",
-}
-"""Each module defines ``register(commands)``; importing it must not import a cloud SDK."""
 
 CLOUD_COMMANDS = {
     "package": "build a cloud's deployment zip, reproducibly",
@@ -54,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
         for name, text in CLOUD_COMMANDS.items()
     }
-    for module_name in PROVIDER_MODULES.values():
-        importlib.import_module(module_name).register(groups)
+    for cloud in CLOUDS.values():
+        register_package_command(groups, cloud)
+        # each operator module defines register(commands); importing it imports no cloud SDK
+        importlib.import_module(cloud.operator_module).register(groups)
     return parser
 
 

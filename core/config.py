@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.clouds import CLOUDS
 from core.errors import ConfigError, InvalidTaskError
 from core.task import loads_exact
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
-PROVIDERS = ("local", "aws", "gcp", "azure")
+PROVIDERS = ("local", *CLOUDS)
 _STRING_FIELDS = ("provider", "job_id", "queue_name", "result_bucket", "result_prefix")
 _KNOWN_FIELDS = frozenset({*_STRING_FIELDS, "config", "sample_task"})
 _SECRET_WORDS = (
@@ -42,12 +43,6 @@ _SECRET_WORDS = (
     "credentials",
     "api_key",
 )
-_CREDENTIAL_CHAIN = {
-    "aws": "the AWS default credential chain (environment, ~/.aws/config, SSO or an IAM role)",
-    "gcp": "Application Default Credentials (gcloud auth application-default login, or the "
-    "attached service account)",
-    "azure": "DefaultAzureCredential (az login, environment, or a managed identity)",
-}
 
 
 @dataclass(frozen=True)
@@ -113,7 +108,8 @@ def parse_config(document: object, path: Path) -> RunnerConfig:
         f"config file {path}: ignoring unknown field '{name}'"
         for name in sorted(set(document) - _KNOWN_FIELDS)
     ]
-    chain = _CREDENTIAL_CHAIN.get(str(provider), "the provider's default credential chain")
+    cloud = CLOUDS.get(str(provider))
+    chain = cloud.credential_chain if cloud else "the provider's default credential chain"
     warnings += [
         f"config file {path} holds credentials at '{where}': remove them and use {chain}"
         for where in _secret_paths(document)

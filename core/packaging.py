@@ -1,8 +1,8 @@
 """Reproducible deployment zips: the same sources always give the same bytes.
 
 Entries are sorted, every timestamp is 1980-01-01 00:00:00, permissions are fixed (0644), and
-only source files listed by the caller go in: no tests, caches or bytecode. Terraform's hash of
-the zip therefore changes only when the code does.
+only the runtime files the cloud registry lists go in (core/clouds.py): no operator code, tests,
+caches or bytecode. Terraform's hash of the zip therefore changes only when the code does.
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.clouds import CORE_RUNTIME_MODULES
+
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Iterable
 
+    from core.clouds import Cloud
+
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
-_EXCLUDED_DIRS = {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", "tests"}
-_EXCLUDED_SUFFIXES = {".pyc", ".pyo"}
 
 
 @dataclass(frozen=True)
@@ -31,29 +33,9 @@ class ZipEntry:
     data: bytes
 
 
-def package_sources(
-    root: Path, package: str, *, exclude: Iterable[str] = (), suffixes: Iterable[str] = (".py",)
-) -> list[ZipEntry]:
-    """The files of ``root/package`` whose suffix is in ``suffixes``, minus ``exclude``.
-
-    ``exclude`` holds paths relative to the package (``"cli.py"``). Caches and bytecode never go in.
-    """
-    base = root / package
-    skipped = set(exclude)
-    wanted = set(suffixes)
-    entries = []
-    for path in sorted(base.rglob("*")):
-        relative = path.relative_to(base).as_posix()
-        if (
-            not path.is_file()
-            or relative in skipped
-            or path.suffix in _EXCLUDED_SUFFIXES
-            or path.suffix not in wanted
-            or _EXCLUDED_DIRS.intersection(path.relative_to(base).parts)
-        ):
-            continue
-        entries.append(ZipEntry(f"{package}/{relative}", path.read_bytes()))
-    return entries
+def package_files(root: Path, package: str, names: Iterable[str]) -> list[ZipEntry]:
+    """The files ``names`` of ``root/package`` (an include list: nothing else goes in)."""
+    return [ZipEntry(f"{package}/{name}", (root / package / name).read_bytes()) for name in names]
 
 
 def write_zip(output: Path, entries: Iterable[ZipEntry]) -> Path:
@@ -81,51 +63,44 @@ def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-@dataclass(frozen=True)
-class PackageSpec:
-    """What one cloud's deployment zip holds."""
-
-    provider: str
-    default_output: str
-    """Where ``adder package <provider>`` writes, relative to the working directory."""
-    packages: dict[str, tuple[str, ...]]
-    """Python packages to include, each with the package-relative paths to leave out."""
-    root_files: dict[str, str]
-    """Files placed at the zip's root: archive name -> path relative to the project root."""
-
-
-def build_package(spec: PackageSpec, output: Path | None = None, root: Path | None = None) -> Path:
-    """Build ``spec``'s zip from the source tree at ``root`` and return its path."""
+def zip_entries(cloud: Cloud, root: Path | None = None) -> list[ZipEntry]:
+    """What ``cloud``'s deployment zip holds: core's runtime modules, the cloud's runtime
+    modules and its root files, from the source tree at ``root``."""
     root = root or project_root()
-    entries: list[ZipEntry] = []
-    for package, exclude in spec.packages.items():
-        entries += package_sources(root, package, exclude=exclude)
-    for arcname, relative in spec.root_files.items():
+    entries = package_files(root, "core", CORE_RUNTIME_MODULES)
+    entries += package_files(root, cloud.package, cloud.runtime_modules)
+    for arcname, relative in cloud.root_files.items():
         entries.append(ZipEntry(arcname, (root / relative).read_bytes()))
-    return write_zip(output or Path(spec.default_output), entries)
+    return entries
+
+
+def build_package(cloud: Cloud, output: Path | None = None, root: Path | None = None) -> Path:
+    """Build ``cloud``'s zip from the source tree at ``root`` and return its path."""
+    return write_zip(output or Path(cloud.zip_path), zip_entries(cloud, root))
 
 
 def register_package_command(
-    groups: dict[str, argparse._SubParsersAction[Any]], spec: PackageSpec
+    groups: dict[str, argparse._SubParsersAction[Any]], cloud: Cloud
 ) -> None:
-    """Add ``adder package <provider>`` for ``spec``."""
+    """Add ``adder package <cloud>``."""
     parser = groups["package"].add_parser(
-        spec.provider,
-        help=f"build the {spec.provider} deployment zip",
+        cloud.name,
+        help=f"build the {cloud.title} deployment zip",
         description=(
-            f"Build the {spec.provider} deployment zip reproducibly: the same sources give a "
-            "byte-identical file, so Terraform redeploys only when the code changes."
+            f"Build the {cloud.title} deployment zip reproducibly: the same sources give a "
+            "byte-identical file, so Terraform redeploys only when the code changes. It holds "
+            "only the code that runs in the function (core's pipeline and the cloud's runtime)."
         ),
     )
     parser.add_argument(
         "--output",
         type=Path,
-        default=Path(spec.default_output),
-        help=f"where to write the zip (default: {spec.default_output})",
+        default=Path(cloud.zip_path),
+        help=f"where to write the zip (default: {cloud.zip_path})",
     )
 
     def handler(args: argparse.Namespace) -> int:
-        path = build_package(spec, args.output)
+        path = build_package(cloud, args.output)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         print(f"wrote {path} ({path.stat().st_size:,} bytes, sha256 {digest})")
         return 0

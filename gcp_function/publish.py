@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.cli_args import progress_bar
+from core.clouds import CLOUDS
 from core.errors import AdderError, ConfigError, ProviderUnavailableError
 from core.submit import SubmitSummary, message_bodies
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
 TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
-INSTALL_HINT = "pip install 'adder-tasks[gcp]'"
+INSTALL_HINT = CLOUDS["gcp"].install_hint
 
 MAX_MESSAGES = 1000
 """Messages per publish request: the Pub/Sub API's own maximum. Tasks are ~100 bytes, so full

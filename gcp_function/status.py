@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from core.clouds import CLOUDS
 from core.errors import AdderError, ConfigError, ProviderUnavailableError
 from core.ports import ERROR_SUFFIX, RESULT_SUFFIX
 
@@ -24,7 +25,7 @@ SUBSCRIPTION = re.compile(r"^projects/(?P<project>[^/]+)/subscriptions/(?P<name>
 MONITORING_ENDPOINT = "https://monitoring.googleapis.com"
 BACKLOG_METRIC = "pubsub.googleapis.com/subscription/num_undelivered_messages"
 LOOKBACK = datetime.timedelta(minutes=15)
-INSTALL_HINT = "pip install 'adder-tasks[gcp]'"
+INSTALL_HINT = CLOUDS["gcp"].install_hint
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 
-from aws_lambda.cli import PACKAGE
 from core.cli import main as adder
+from core.clouds import CLOUDS
 from core.packaging import build_package
 from tests.conftest import REPO_ROOT
 from tests.support import moto_server
@@ -78,7 +78,7 @@ def deployed(plugin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     work = tmp_path_factory.mktemp("aws-stack")
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    zip_path = build_package(PACKAGE, work / "aws_lambda.zip")
+    zip_path = build_package(CLOUDS["aws"], work / "aws_lambda.zip")
     with (
         running_server(
             moto_server.command(port), f"{endpoint}/moto-api/", log=work / "moto.log", cwd=REPO_ROOT

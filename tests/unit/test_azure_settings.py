@@ -22,7 +22,7 @@ from azure_function.blob_store import (
     RETRIES,
     default_retry,
 )
-from azure_function.cli import PACKAGE
+from core.clouds import CLOUDS
 from core.packaging import build_package
 from tests.conftest import REPO_ROOT
 from tests.integration.azure.messages import registered_function
@@ -163,8 +163,8 @@ def test_the_tests_ran_with_the_pinned_versions() -> None:
 
 def test_deployment_zip_layout_and_reproducibility(tmp_path: Path) -> None:
     # GIVEN two builds of the Azure package
-    first = build_package(PACKAGE, tmp_path / "a.zip")
-    second = build_package(PACKAGE, tmp_path / "b.zip")
+    first = build_package(CLOUDS["azure"], tmp_path / "a.zip")
+    second = build_package(CLOUDS["azure"], tmp_path / "b.zip")
     # THEN they are byte-identical
     assert first.read_bytes() == second.read_bytes()
     names = zipfile.ZipFile(first).namelist()

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from core.cli import build_parser, main
+from core.clouds import CLOUDS
 from core.packaging import build_package
-from gcp_function.cli import PACKAGE
 from tests.conftest import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -22,8 +22,8 @@ RUNTIME_MODULES = {"__init__.py", "envelope.py", "gcs_store.py", "handler.py", "
 
 def test_zip_has_main_at_its_root_and_only_runtime_modules(tmp_path: Path) -> None:
     # GIVEN the gcp package spec / WHEN the zip is built twice
-    first = build_package(PACKAGE, tmp_path / "a.zip")
-    second = build_package(PACKAGE, tmp_path / "b.zip")
+    first = build_package(CLOUDS["gcp"], tmp_path / "a.zip")
+    second = build_package(CLOUDS["gcp"], tmp_path / "b.zip")
     # THEN it is byte-identical, main.py and requirements.txt sit at the root
     assert first.read_bytes() == second.read_bytes()
     names = zipfile.ZipFile(first).namelist()
@@ -47,7 +47,7 @@ def test_requirements_pin_the_runtime_sdks_exactly() -> None:
 
 def test_unpacked_zip_imports_on_its_own_without_loading_the_storage_sdk(tmp_path: Path) -> None:
     # GIVEN the zip unpacked, as Cloud Build sees it
-    archive = build_package(PACKAGE, tmp_path / "f.zip")
+    archive = build_package(CLOUDS["gcp"], tmp_path / "f.zip")
     source = tmp_path / "source"
     zipfile.ZipFile(archive).extractall(source)
     # WHEN main.py is imported from there (no PYTHONPATH to the repository)

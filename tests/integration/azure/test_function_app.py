@@ -19,7 +19,7 @@ import pytest
 
 from azure_function import function_app
 from azure_function.blob_store import BlobResultStore, default_retry
-from azure_function.cli import PACKAGE
+from core.clouds import CLOUDS
 from core.errors import StoreWriteError
 from core.packaging import build_package
 from tests.conftest import load_event
@@ -169,7 +169,7 @@ def test_the_deployment_zip_runs_from_its_root(
     azurite: Azurite, container: ContainerClient, tmp_path: Path
 ) -> None:
     # GIVEN the deployment zip, unpacked as the platform does (its root is the app directory)
-    archive = build_package(PACKAGE, tmp_path / "azure_function.zip")
+    archive = build_package(CLOUDS["azure"], tmp_path / "azure_function.zip")
     root = tmp_path / "wwwroot"
     with zipfile.ZipFile(archive) as unpacked:
         unpacked.extractall(root)

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from core.clouds import CLOUDS
 from core.packaging import build_package
-from gcp_function.cli import PACKAGE
 from tests.support import tools
 from tests.support.servers import free_port, running_server
 
@@ -79,7 +79,7 @@ def new_bucket(gcs_client: Any) -> Any:
 def function_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The deployment zip (``adder package gcp``), unpacked: what Cloud Build receives."""
     work = tmp_path_factory.mktemp("gcp-function")
-    archive = build_package(PACKAGE, work / "gcp_function.zip")
+    archive = build_package(CLOUDS["gcp"], work / "gcp_function.zip")
     source = work / "source"
     with zipfile.ZipFile(archive) as opened:
         opened.extractall(source)

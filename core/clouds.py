@@ -1,0 +1,121 @@
+"""The one registry of clouds: what each is called, where its code lives, what it ships.
+
+The CLI, packaging, the config check, the tests and the README's table read this; adding a
+cloud starts with one entry here (see docs/design.md, "How to add a cloud"). Standard library
+only, and importing it imports no cloud code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+CORE_RUNTIME_MODULES = (
+    "__init__.py",
+    "delivery.py",
+    "errors.py",
+    "ids.py",
+    "jsontext.py",
+    "numbers.py",
+    "observe.py",
+    "outcome.py",
+    "ports.py",
+    "records.py",
+    "task.py",
+    "worker.py",
+)
+"""The part of core that runs inside a function: the pipeline and the port. The operator's
+code (CLI, runner, packaging, submit, progress) stays out of every deployment zip."""
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """One cloud: its runtime (what the deployment zip holds) and its operator commands."""
+
+    name: str
+    """The CLI's word (``adder submit aws``) and the config file's ``provider``."""
+    title: str
+    package: str
+    """The project folder that holds the cloud's code."""
+    runtime_modules: tuple[str, ...]
+    """Files of ``package`` that run inside the function; nothing else goes in the zip."""
+    operator_module: str
+    """Module whose ``register(commands)`` adds the cloud's ``adder`` subcommands."""
+    extra: str
+    """The pip extra that installs the cloud's SDKs."""
+    credential_chain: str
+    """Where credentials come from, for messages that tell users not to put keys in files."""
+    root_files: Mapping[str, str] = field(default_factory=dict)
+    """Files at the zip's root: archive name -> path relative to the project root."""
+
+    @property
+    def install_hint(self) -> str:
+        """The command that installs what the cloud's commands need."""
+        return f"pip install 'adder-tasks[{self.extra}]'"
+
+    @property
+    def zip_path(self) -> str:
+        """Where ``adder package <name>`` writes, relative to the working directory."""
+        return f"dist/{self.package}.zip"
+
+
+CLOUDS: Mapping[str, Cloud] = {
+    cloud.name: cloud
+    for cloud in (
+        Cloud(
+            name="aws",
+            title="AWS Lambda",
+            package="aws_lambda",
+            runtime_modules=(
+                "__init__.py",
+                "batch.py",
+                "envelope.py",
+                "handler.py",
+                "s3_store.py",
+            ),
+            operator_module="aws_lambda.cli",
+            extra="aws",
+            credential_chain="the AWS default credential chain (environment, ~/.aws/config,"
+            " SSO or an IAM role)",
+        ),
+        Cloud(
+            name="gcp",
+            title="Google Cloud Run functions",
+            package="gcp_function",
+            runtime_modules=(
+                "__init__.py",
+                "envelope.py",
+                "gcs_store.py",
+                "handler.py",
+                "logs.py",
+            ),
+            operator_module="gcp_function.cli",
+            extra="gcp",
+            credential_chain="Application Default Credentials (gcloud auth application-default"
+            " login, or the attached service account)",
+            root_files={
+                "main.py": "gcp_function/main.py",
+                "requirements.txt": "gcp_function/requirements.txt",
+            },
+        ),
+        Cloud(
+            name="azure",
+            title="Azure Functions",
+            package="azure_function",
+            runtime_modules=("__init__.py", "blob_store.py", "handler.py"),
+            operator_module="azure_function.cli",
+            extra="azure",
+            credential_chain="DefaultAzureCredential (az login, environment, or a managed"
+            " identity)",
+            root_files={
+                "function_app.py": "azure_function/function_app.py",
+                "host.json": "azure_function/host.json",
+                "requirements.txt": "azure_function/requirements.txt",
+            },
+        ),
+    )
+}
+"""Every cloud, by name."""
