@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda.batch import PartialBatchResponse, process_batch
 from aws_lambda.envelope import sqs_records
-from aws_lambda.s3_store import S3ResultStore
+from aws_lambda.s3_store import S3ResultStore, store_from_environment
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -40,10 +40,7 @@ def default_store() -> S3ResultStore:
     if _store is None:
         with _lock:
             if _store is None:
-                bucket = os.environ.get("RESULTS_BUCKET")
-                if not bucket:
-                    raise RuntimeError("RESULTS_BUCKET is not set; the stack sets it")
-                _store = S3ResultStore(bucket, os.environ.get("RESULTS_PREFIX", ""))
+                _store = store_from_environment()
     return _store
 
 

@@ -11,8 +11,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from core.errors import StoreWriteError
 from core.ports import ResultStore
+from core.settings import required_setting, setting
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from mypy_boto3_s3 import S3Client
 
 MAX_POOL_CONNECTIONS = 32
@@ -82,3 +85,9 @@ def store_error(exc: Exception, where: str) -> Exception:
     if isinstance(exc, (BotoCoreError, ClientError)):
         return StoreWriteError(f"cannot write {where}: {exc}")
     return exc
+
+
+def store_from_environment(environ: Mapping[str, str] | None = None) -> S3ResultStore:
+    """The function's store: ``RESULTS_BUCKET`` (required) and ``RESULTS_PREFIX``."""
+    bucket = required_setting("RESULTS_BUCKET", "the results bucket", environ)
+    return S3ResultStore(bucket, setting("RESULTS_PREFIX", environ))

@@ -10,12 +10,12 @@ message goes back to the queue, which is the retry that outlasts an outage.
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import TYPE_CHECKING
 
 from core.errors import ConfigError, StoreWriteError
 from core.ports import ResultStore
+from core.settings import required_setting, setting
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -88,16 +88,7 @@ class BlobResultStore(ResultStore):
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> BlobResultStore:
         """A store configured by the app settings of docs/design.md."""
-        env = os.environ if environ is None else environ
-        container = env.get(CONTAINER_SETTING, "")
-        if not container:
-            raise ConfigError(f"set {CONTAINER_SETTING} to the results container's name")
-        return cls(
-            container,
-            env.get(PREFIX_SETTING, ""),
-            account_url=env.get(ACCOUNT_URL_SETTING) or None,
-            connection_string=env.get(CONNECTION_STRING_SETTING) or None,
-        )
+        return store_from_environment(environ)
 
     @property
     def client(self) -> BlobServiceClient:
@@ -150,6 +141,18 @@ class BlobResultStore(ResultStore):
             )
         except Exception as exc:
             raise store_error(exc, f"{key} to container {self.container}") from exc
+
+
+def store_from_environment(environ: Mapping[str, str] | None = None) -> BlobResultStore:
+    """The function's store: ``RESULTS_CONTAINER`` (required), ``RESULTS_PREFIX``, and
+    ``RESULTS_BLOB_ACCOUNT_URL`` (or ``RESULTS_BLOB_CONNECTION_STRING`` for local use)."""
+    container = required_setting(CONTAINER_SETTING, "the results container's name", environ)
+    return BlobResultStore(
+        container,
+        setting(PREFIX_SETTING, environ),
+        account_url=setting(ACCOUNT_URL_SETTING, environ) or None,
+        connection_string=setting(CONNECTION_STRING_SETTING, environ) or None,
+    )
 
 
 def store_error(exc: Exception, where: str) -> Exception:

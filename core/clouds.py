@@ -24,6 +24,7 @@ CORE_RUNTIME_MODULES = (
     "outcome.py",
     "ports.py",
     "records.py",
+    "settings.py",
     "task.py",
     "worker.py",
 )
@@ -48,6 +49,9 @@ class Cloud:
     """The pip extra that installs the cloud's SDKs."""
     credential_chain: str
     """Where credentials come from, for messages that tell users not to put keys in files."""
+    store_factory: str
+    """``module:function`` that builds the function's store from its settings (a mapping;
+    the process environment by default), raising ConfigError for a missing one."""
     root_files: Mapping[str, str] = field(default_factory=dict)
     """Files at the zip's root: archive name -> path relative to the project root."""
 
@@ -77,6 +81,7 @@ CLOUDS: Mapping[str, Cloud] = {
                 "s3_store.py",
             ),
             operator_module="aws_lambda.cli",
+            store_factory="aws_lambda.s3_store:store_from_environment",
             extra="aws",
             credential_chain="the AWS default credential chain (environment, ~/.aws/config,"
             " SSO or an IAM role)",
@@ -93,6 +98,7 @@ CLOUDS: Mapping[str, Cloud] = {
                 "logs.py",
             ),
             operator_module="gcp_function.cli",
+            store_factory="gcp_function.gcs_store:store_from_environment",
             extra="gcp",
             credential_chain="Application Default Credentials (gcloud auth application-default"
             " login, or the attached service account)",
@@ -107,6 +113,7 @@ CLOUDS: Mapping[str, Cloud] = {
             package="azure_function",
             runtime_modules=("__init__.py", "blob_store.py", "handler.py"),
             operator_module="azure_function.cli",
+            store_factory="azure_function.blob_store:store_from_environment",
             extra="azure",
             credential_chain="DefaultAzureCredential (az login, environment, or a managed"
             " identity)",

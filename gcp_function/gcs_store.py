@@ -16,12 +16,12 @@ see ``infra/gcp/README.md`` ("Least privilege").
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError, StoreWriteError
 from core.ports import ResultStore
+from core.settings import required_setting, setting
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -115,9 +115,6 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
 
 
 def store_from_environment(environ: Mapping[str, str] | None = None) -> GcsResultStore:
-    """The store the function writes to: ``RESULTS_BUCKET`` and ``RESULTS_PREFIX``."""
-    env = os.environ if environ is None else environ
-    bucket = env.get("RESULTS_BUCKET", "")
-    if not bucket:
-        raise ConfigError("RESULTS_BUCKET is not set: the function does not know where to write")
-    return GcsResultStore(bucket, env.get("RESULTS_PREFIX", ""))
+    """The function's store: ``RESULTS_BUCKET`` (required) and ``RESULTS_PREFIX``."""
+    bucket = required_setting("RESULTS_BUCKET", "the results bucket", environ)
+    return GcsResultStore(bucket, setting("RESULTS_PREFIX", environ))

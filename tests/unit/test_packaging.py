@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import zipfile
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ import pytest
 
 from core.cli import build_parser
 from core.clouds import CLOUDS, CORE_RUNTIME_MODULES, Cloud
+from core.errors import ConfigError
 from core.packaging import build_package
 from tests.conftest import REPO_ROOT
 
@@ -149,6 +151,7 @@ def test_a_fourth_cloud_in_the_registry_gets_a_package_command(
         operator_module="core.cli_args",  # any importable module with a register() below
         extra="fourth",
         credential_chain="the fourth cloud's default chain",
+        store_factory="tests.unit.fakes:InMemoryResultStore",
     )
     monkeypatch.setitem(CLOUDS, "fourth", fourth)
     monkeypatch.setattr("core.cli_args.register", lambda groups: None, raising=False)
@@ -161,3 +164,22 @@ def test_a_fourth_cloud_in_the_registry_gets_a_package_command(
     with zipfile.ZipFile(tmp_path / "fourth.zip") as archive:
         assert "fourth_cloud/edge.py" in archive.namelist()
         assert "core/delivery.py" in archive.namelist()
+
+
+@pytest.mark.parametrize("name", sorted(CLOUDS))
+def test_each_cloud_fails_the_same_way_on_a_missing_setting(name: str) -> None:
+    # GIVEN the cloud's store factory, as its entry point calls it
+    module, _, function = CLOUDS[name].store_factory.partition(":")
+    factory = getattr(importlib.import_module(module), function)
+    # WHEN a required setting is missing / THEN one ConfigError names it and the stack
+    with pytest.raises(ConfigError, match=r"^RESULTS_(BUCKET|CONTAINER) is not set: .*stack"):
+        factory({"RESULTS_PREFIX": "p"})
+    # AND with its settings it builds a store (no network: clients are made on first write)
+    settings = {
+        "RESULTS_BUCKET": "b",
+        "RESULTS_CONTAINER": "c",
+        "RESULTS_PREFIX": "/p/",
+        "RESULTS_BLOB_ACCOUNT_URL": "https://account.blob.core.windows.net",
+    }
+    store = factory(settings)
+    assert store.key("t", ".out") == "p/t.out"
