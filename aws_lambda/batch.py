@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 from aws_lambda.envelope import SqsMessage, decode_sqs_record
 from core.delivery import Delivery, deliver
+from core.errors import AdderError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -38,7 +39,7 @@ class RecordResult(NamedTuple):
     retry: bool
 
 
-class UnreportableFailureError(RuntimeError):
+class UnreportableFailureError(AdderError):
     """A record that must be retried has no messageId, so only failing the batch retries it."""
 
 

@@ -68,7 +68,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _redrive(args: argparse.Namespace) -> int:
-    from aws_lambda.status import redrive
+    from aws_lambda.redrive import redrive
 
     sqs, _ = _clients(args)
     moved = redrive(sqs, args.dlq_url, args.queue_url)

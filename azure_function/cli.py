@@ -43,14 +43,14 @@ def _register_submit(group: argparse._SubParsersAction[Any]) -> None:
     _add_queue_arguments(parser)
     parser.add_argument("tasks", metavar="TASKS", help="JSON Lines, a JSON array, or - for stdin")
     parser.add_argument(
-        "--max-attempts",
+        "--attempts",
         type=whole_number(1),
         default=3,
         metavar="N",
         help="sends of a batch that fails transiently, after the SDK's own retries (default 3)",
     )
     add_progress_arguments(parser)
-    parser.set_defaults(handler=lazy_handler("azure_function.send", "run_submit"))
+    parser.set_defaults(handler=lazy_handler("azure_function.submit", "run_submit"))
 
 
 def _register_status(group: argparse._SubParsersAction[Any]) -> None:

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from azure_function.send import INSTALL_HINT, fully_qualified_namespace
+from azure_function.submit import INSTALL_HINT, fully_qualified_namespace
 from core.errors import ConfigError, ProviderUnavailableError
 from core.ports import ERROR_SUFFIX, RESULT_SUFFIX
 

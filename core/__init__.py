@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from core.errors import AdderError, ConfigError, InvalidTaskError, StoreWriteError
 from core.outcome import Outcome, OutcomeKind
+from core.pipeline import process_message
 from core.ports import ResultStore
 from core.records import ErrorRecord
 from core.task import Task, parse_task
-from core.worker import process_message
 
 __all__ = [
     "AdderError",

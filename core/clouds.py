@@ -26,7 +26,7 @@ CORE_RUNTIME_MODULES = (
     "records.py",
     "settings.py",
     "task.py",
-    "worker.py",
+    "pipeline.py",
 )
 """The part of core that runs inside a function: the pipeline and the port. The operator's
 code (CLI, runner, packaging, submit, progress) stays out of every deployment zip."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from core.errors import StoreWriteError
 from core.observe import encodable, outcome_fields
 from core.outcome import OutcomeKind
-from core.worker import process_message, reject
+from core.pipeline import process_message, reject
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -29,7 +29,7 @@ class StoreWriteError(AdderError):
     """The results store did not take a write; the same task may succeed on a later try.
 
     ``task_id`` is the id of the task whose write failed, when the pipeline knew it: set by
-    :func:`core.worker.process_message` so that a retry's log line names the task.
+    :func:`core.pipeline.process_message` so that a retry's log line names the task.
     """
 
     task_id: str | None = None

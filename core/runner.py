@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from core.errors import ConfigError, StoreWriteError, WorkerDiedError
 from core.local_store import LocalDirectoryResultStore
 from core.outcome import OutcomeKind
-from core.worker import process_message
+from core.pipeline import process_message
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator

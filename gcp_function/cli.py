@@ -46,7 +46,7 @@ def _register_submit(group: argparse._SubParsersAction[Any]) -> None:
     )
     add_progress_arguments(parser)
 
-    parser.set_defaults(handler=lazy_handler("gcp_function.publish", "submit_from_args"))
+    parser.set_defaults(handler=lazy_handler("gcp_function.submit", "submit_from_args"))
 
 
 def _register_status(group: argparse._SubParsersAction[Any]) -> None:

@@ -16,8 +16,8 @@ import pytest
 
 from core.errors import InvalidTaskError, StoreWriteError
 from core.outcome import OutcomeKind
+from core.pipeline import process_message
 from core.records import ErrorRecord
-from core.worker import process_message
 
 if TYPE_CHECKING:
     from core.ports import ResultStore

@@ -32,7 +32,7 @@ from aws_lambda.handler import handle_event
 from aws_lambda.s3_store import S3ResultStore, default_client_config
 from core.local_store import LocalDirectoryResultStore
 from core.outcome import OutcomeKind
-from core.worker import process_message
+from core.pipeline import process_message
 from tests.conftest import REPO_ROOT, files_outside
 from tests.integration.aws.conftest import REGION, all_keys, read_object
 from tests.integration.azure.messages import app_settings_for, make_message, registered_function

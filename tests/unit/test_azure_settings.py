@@ -170,11 +170,11 @@ def test_deployment_zip_layout_and_reproducibility(tmp_path: Path) -> None:
     names = zipfile.ZipFile(first).namelist()
     # AND the app files are at the root, next to the runtime packages
     assert {"function_app.py", "host.json", "requirements.txt"} <= set(names)
-    assert {"core/worker.py", "azure_function/handler.py", "azure_function/blob_store.py"} <= set(
+    assert {"core/pipeline.py", "azure_function/handler.py", "azure_function/blob_store.py"} <= set(
         names
     )
     # AND the command-line modules (and a second function_app.py) stay out
-    for left_out in ("cli.py", "send.py", "status.py", "function_app.py"):
+    for left_out in ("cli.py", "submit.py", "status.py", "function_app.py"):
         assert f"azure_function/{left_out}" not in names
     assert zipfile.ZipFile(first).read("host.json") == HOST_JSON.read_bytes()
 

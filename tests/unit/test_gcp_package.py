@@ -28,7 +28,7 @@ def test_zip_has_main_at_its_root_and_only_runtime_modules(tmp_path: Path) -> No
     assert first.read_bytes() == second.read_bytes()
     names = zipfile.ZipFile(first).namelist()
     assert "main.py" in names and "requirements.txt" in names
-    assert "core/worker.py" in names
+    assert "core/pipeline.py" in names
     # AND gcp_function/ holds the runtime modules only (no CLI, no second main.py)
     assert {n.split("/", 1)[1] for n in names if n.startswith("gcp_function/")} == RUNTIME_MODULES
     with zipfile.ZipFile(first) as archive:

@@ -9,7 +9,7 @@ import pytest
 
 from core.errors import StoreWriteError
 from core.local_store import LocalDirectoryResultStore
-from core.worker import process_message
+from core.pipeline import process_message
 from tests.conftest import files_outside
 
 if TYPE_CHECKING:

@@ -33,11 +33,12 @@ OPERATOR_MODULES = {
     "aws_lambda/cli.py",
     "aws_lambda/submit.py",
     "aws_lambda/status.py",
+    "aws_lambda/redrive.py",
     "gcp_function/cli.py",
-    "gcp_function/publish.py",
+    "gcp_function/submit.py",
     "gcp_function/status.py",
     "azure_function/cli.py",
-    "azure_function/send.py",
+    "azure_function/submit.py",
     "azure_function/status.py",
 }
 """Code that runs on the operator's machine (and the local runner): never in a zip."""

@@ -13,8 +13,8 @@ from azure.storage.blob import BlobServiceClient
 
 from azure_function.blob_store import BlobResultStore, default_retry
 from core.errors import ConfigError, InvalidTaskError, StoreWriteError
+from core.pipeline import process_message
 from core.records import ErrorRecord
-from core.worker import process_message
 from tests.integration.azure.conftest import connection_string
 from tests.store_contract import Reader, ResultStoreContract
 from tests.support.servers import free_port

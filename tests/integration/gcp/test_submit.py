@@ -23,7 +23,7 @@ from google.pubsub_v1.types import PublishRequest, PublishResponse
 
 from core.cli import main
 from core.submit import message_bodies
-from gcp_function import publish
+from gcp_function import submit
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -114,7 +114,7 @@ def test_submit_publishes_everything_in_large_batches_and_counts(
     assert {topic for topic, _, _ in pubsub.requests} == {TOPIC}
     # AND in batches bounded by 1,000 messages, larger than the library default of 100
     sizes = [len(bodies) for _, bodies, _ in pubsub.requests]
-    assert max(sizes) <= publish.MAX_MESSAGES
+    assert max(sizes) <= submit.MAX_MESSAGES
     assert max(sizes) > 100
     assert len(sizes) < 25  # the default batch settings would need at least 25 requests
     # AND the final count line and the progress bar were printed
@@ -146,11 +146,11 @@ def test_failed_publishes_are_published_again_in_a_later_round(
     # GIVEN the first two requests fail, and the client itself does not retry
     tasks = write_tasks(tmp_path / "tasks.jsonl", 1500)
     pubsub.fail = lambda index, _: grpc.StatusCode.UNAVAILABLE if index < 2 else None
-    publisher = publish.publisher_client()
+    publisher = submit.publisher_client()
     sent: list[int] = []
     # WHEN every body is published
     try:
-        result = publish.publish_all(
+        result = submit.publish_all(
             publisher,
             TOPIC,
             message_bodies(str(tmp_path / "tasks.jsonl")),
@@ -175,10 +175,10 @@ def test_publishing_gives_up_after_the_bounded_number_of_rounds(
     # GIVEN a Publish service that is always unavailable, and no client retry
     write_tasks(tmp_path / "tasks.jsonl", 30)
     pubsub.fail = lambda index, _: grpc.StatusCode.UNAVAILABLE
-    publisher = publish.publisher_client()
+    publisher = submit.publisher_client()
     # WHEN 30 tasks are published with 3 rounds
     try:
-        result = publish.publish_all(
+        result = submit.publish_all(
             publisher,
             TOPIC,
             message_bodies(str(tmp_path / "tasks.jsonl")),

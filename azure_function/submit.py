@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from core.cli_args import progress_bar
 from core.clouds import CLOUDS
-from core.errors import ConfigError, ProviderUnavailableError
+from core.errors import AdderError, ConfigError, ProviderUnavailableError
 from core.submit import SubmitSummary, message_bodies
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ DEFAULT_ATTEMPTS = 3
 BACKOFF_SECONDS = 1.0
 
 
-class SubmitStoppedError(Exception):
+class SubmitStoppedError(AdderError):
     """A batch could not be sent; nothing more is attempted."""
 
 
@@ -223,9 +223,7 @@ def run_submit(args: argparse.Namespace) -> int:
         sender = client.get_queue_sender(args.queue)
         try:
             bodies = _flatten(message_bodies(args.tasks))
-            summary = submit_bodies(
-                sender, bodies, on_sent=bar.advance, max_attempts=args.max_attempts
-            )
+            summary = submit_bodies(sender, bodies, on_sent=bar.advance, max_attempts=args.attempts)
         finally:
             bar.close()
             sender.close()

@@ -10,8 +10,8 @@ import pytest
 
 from core.errors import InvalidTaskError, StoreWriteError
 from core.outcome import OutcomeKind
+from core.pipeline import process_message
 from core.records import MAX_RAW_KEPT, ErrorRecord
-from core.worker import process_message
 from tests.unit.fakes import InMemoryResultStore
 
 

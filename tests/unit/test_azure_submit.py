@@ -24,7 +24,7 @@ from azure.servicebus._pyamqp._encode import encode_payload
 from azure.servicebus._pyamqp.error import AMQPConnectionError, AMQPLinkError, ErrorCondition
 from azure.servicebus._transport._pyamqp_transport import PyamqpTransport
 
-from azure_function.send import (
+from azure_function.submit import (
     BATCH_HEADROOM_BYTES,
     fully_qualified_namespace,
     is_transient,
