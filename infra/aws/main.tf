@@ -12,7 +12,7 @@ locals {
   visibility_timeout_seconds = min(
     43200,
     max(
-      6 * var.lambda_timeout + var.maximum_batching_window_in_seconds,
+      6 * var.function_timeout_seconds + var.maximum_batching_window_in_seconds,
       coalesce(var.min_visibility_timeout_seconds, 0),
     ),
   )
@@ -284,7 +284,7 @@ resource "aws_lambda_function" "this" {
   runtime          = local.lambda_runtime
   architectures    = ["arm64"]
   memory_size      = var.lambda_memory_size
-  timeout          = var.lambda_timeout
+  timeout          = var.function_timeout_seconds
   filename         = local.lambda_zip_path
   source_code_hash = filebase64sha256(local.lambda_zip_path)
   kms_key_arn      = var.kms_key_arn
@@ -331,7 +331,7 @@ resource "aws_lambda_event_source_mapping" "this" {
     }
 
     precondition {
-      condition     = local.visibility_timeout_seconds >= var.lambda_timeout
+      condition     = local.visibility_timeout_seconds >= var.function_timeout_seconds
       error_message = "The queue visibility timeout must not be shorter than the function timeout."
     }
   }

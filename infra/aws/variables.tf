@@ -68,14 +68,14 @@ variable "lambda_memory_size" {
   }
 }
 
-variable "lambda_timeout" {
+variable "function_timeout_seconds" {
   description = "Function timeout in seconds (1-900). The queue visibility timeout is derived from it."
   type        = number
   default     = 30
 
   validation {
-    condition     = var.lambda_timeout >= 1 && var.lambda_timeout <= 900 && floor(var.lambda_timeout) == var.lambda_timeout
-    error_message = "The lambda_timeout must be a whole number of seconds between 1 and 900."
+    condition     = var.function_timeout_seconds >= 1 && var.function_timeout_seconds <= 900 && floor(var.function_timeout_seconds) == var.function_timeout_seconds
+    error_message = "The function_timeout_seconds must be a whole number of seconds between 1 and 900."
   }
 }
 
@@ -153,7 +153,7 @@ variable "max_receive_count" {
 }
 
 variable "min_visibility_timeout_seconds" {
-  description = "Optional lower bound for the task queue visibility timeout. The stack uses max(6 x lambda_timeout + batching window, this value), capped at 43200 s."
+  description = "Optional lower bound for the task queue visibility timeout. The stack uses max(6 x function_timeout_seconds + batching window, this value), capped at 43200 s."
   type        = number
   default     = null
 

@@ -34,7 +34,7 @@ TEST_VARS = {
     "region": REGION,
     "name": "adder-e2e",
     "results_prefix": "results",
-    "lambda_timeout": 1,
+    "function_timeout_seconds": 1,
     "max_receive_count": 2,
     "force_destroy": True,
     # moto would otherwise try to run the function in Docker on every send (see README)
@@ -116,7 +116,7 @@ def test_queue_has_encryption_dlq_and_derived_visibility_timeout(deployed: Deplo
     dlq_arn = deployed.sqs.get_queue_attributes(
         QueueUrl=deployed.outputs["dead_letter_queue_url"], AttributeNames=["QueueArn"]
     )["Attributes"]["QueueArn"]
-    assert attributes["VisibilityTimeout"] == str(6 * TEST_VARS["lambda_timeout"])  # type: ignore[operator]
+    assert attributes["VisibilityTimeout"] == str(6 * TEST_VARS["function_timeout_seconds"])  # type: ignore[operator]
     assert json.loads(attributes["RedrivePolicy"]) == {
         "deadLetterTargetArn": dlq_arn,
         "maxReceiveCount": 2,
