@@ -55,11 +55,7 @@ def handle_message(
     def emit(level: int, text: str, fields: dict[str, object]) -> None:
         logger.log(level, json_line(fields))  # the Functions host keeps the message text only
 
-    handled = deliver(delivery, _LazyStore(store), emit)
-    if handled.outcome is None:
-        assert handled.error is not None
-        raise handled.error
-    return handled.outcome
+    return deliver(delivery, _LazyStore(store), emit).outcome_or_raise()
 
 
 class _LazyStore(ResultStore):

@@ -57,6 +57,13 @@ class Handled(NamedTuple):
         """True when the message must go back to the queue."""
         return self.outcome is None
 
+    def outcome_or_raise(self) -> Outcome:
+        """The outcome to acknowledge; the error itself when the message must be retried
+        (for platforms that answer a retry with an exception: GCP's 500, Azure's abandon)."""
+        if self.outcome is None:
+            raise self.error or RuntimeError("a retry without its error")
+        return self.outcome
+
 
 class LogEmitter(Protocol):
     """Writes one log line in the platform's format (``fields`` are the structured part)."""

@@ -46,11 +46,7 @@ def _handle(decode: Callable[[], PubsubMessage], store: ResultStore) -> Outcome:
         delivery = _delivery(decode())
     except UndecodableMessageError as rejection:
         delivery = _delivery(rejection.delivery)._replace(body=rejection.raw, undecodable=rejection)
-    handled = deliver(delivery, store, _emit)
-    if handled.outcome is None:
-        assert handled.error is not None
-        raise handled.error
-    return handled.outcome
+    return deliver(delivery, store, _emit).outcome_or_raise()
 
 
 def _delivery(message: PubsubMessage) -> Delivery:
