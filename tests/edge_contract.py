@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import pytest
 
+from tests.support.logs import handler_on
 from tests.unit.fakes import InMemoryResultStore
 
 if TYPE_CHECKING:
@@ -65,16 +66,9 @@ class EdgeContract:
 
     @pytest.fixture
     def logs(self) -> Iterator[CapturedLogs]:
-        logger = logging.getLogger(self.logger_name)
         handler = CapturedLogs()
-        previous = logger.level
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-        try:
+        with handler_on(self.logger_name, handler):
             yield handler
-        finally:
-            logger.removeHandler(handler)
-            logger.setLevel(previous)
 
     def lines(self, logs: CapturedLogs) -> list[tuple[int, dict[str, object]]]:
         return [(record.levelno, self.fields_of(record)) for record in logs.records]

@@ -19,6 +19,7 @@ from gcp_function.gcs_store import store_from_environment
 from gcp_function.handler import handle_event
 from gcp_function.logs import LOGGER_NAME, CloudLoggingFormatter
 from tests.conftest import REPO_ROOT, load_event
+from tests.support.logs import handler_on
 from tests.unit.fakes import InMemoryResultStore
 
 if TYPE_CHECKING:
@@ -33,15 +34,8 @@ def log_lines() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(CloudLoggingFormatter())
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
+    with handler_on(LOGGER_NAME, handler, logging.INFO):
         yield stream
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def entries(stream: io.StringIO) -> list[dict[str, Any]]:
