@@ -85,11 +85,6 @@ class BlobResultStore(ResultStore):
         self._container_client: ContainerClient | None = None
         self._lock = threading.Lock()
 
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> BlobResultStore:
-        """A store configured by the app settings of docs/design.md."""
-        return store_from_environment(environ)
-
     @property
     def client(self) -> BlobServiceClient:
         """The service client, built on first use."""

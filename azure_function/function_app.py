@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from azure_function.blob_store import BlobResultStore
+from azure_function.blob_store import store_from_environment
 from azure_function.handler import handle_message
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ app = func.FunctionApp()
 @functools.cache
 def results_store() -> ResultStore:
     """The results store, configured from the app settings on first use, then reused."""
-    return BlobResultStore.from_environment()
+    return store_from_environment()
 
 
 @app.service_bus_queue_trigger(

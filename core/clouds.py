@@ -22,11 +22,11 @@ CORE_RUNTIME_MODULES = (
     "numbers.py",
     "observe.py",
     "outcome.py",
+    "pipeline.py",
     "ports.py",
     "records.py",
     "settings.py",
     "task.py",
-    "pipeline.py",
 )
 """The part of core that runs inside a function: the pipeline and the port. The operator's
 code (CLI, runner, packaging, submit, progress) stays out of every deployment zip."""

@@ -19,7 +19,8 @@ import traceback
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from core.errors import StoreWriteError
-from core.observe import encodable, outcome_fields
+from core.jsontext import encodable
+from core.observe import outcome_fields
 from core.outcome import OutcomeKind
 from core.pipeline import process_message, reject
 

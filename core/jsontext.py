@@ -1,4 +1,4 @@
-"""JSON text that is always valid UTF-8 on one line, whatever the input put into it."""
+"""Text that is always valid UTF-8, whatever a bad task put into it (a lone surrogate)."""
 
 from __future__ import annotations
 
@@ -17,4 +17,14 @@ def json_line(document: object) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(document, ensure_ascii=True, default=str)
+    return text
+
+
+def encodable(text: str) -> str:
+    """``text`` with lone surrogates escaped (``\\udc80``), so that any log formatter can
+    write it as UTF-8; other text is returned as it is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text

@@ -35,6 +35,11 @@ def _refresh_writer_pid() -> None:
 os.register_at_fork(after_in_child=_refresh_writer_pid)
 
 
+def _temp_name(name: str) -> str:
+    """``.{name}.{pid}-{n}.tmp``: hidden, unique, and telling which process wrote it."""
+    return f".{name}.{_writer_pid}-{next(_temp_counter)}{TEMP_SUFFIX}"
+
+
 def _is_plain_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name
 
@@ -92,7 +97,7 @@ class LocalDirectoryResultStore(ResultStore):
 
     def check_writable(self) -> None:
         """Create and remove a temporary file, so an unusable directory fails now, once."""
-        temp = f".probe.{_writer_pid}-{next(_temp_counter)}{TEMP_SUFFIX}"
+        temp = _temp_name("probe")
         try:
             os.close(os.open(temp, _FLAGS, 0o644, dir_fd=self._dir_fd))
             os.unlink(temp, dir_fd=self._dir_fd)
@@ -121,7 +126,7 @@ class LocalDirectoryResultStore(ResultStore):
     def _write(self, name: str, data: bytes) -> None:
         if not _is_plain_name(name):  # defence in depth: ids are validated upstream
             raise ValueError(f"refusing to write {name!r}: not a plain file name")
-        temp = f".{name}.{_writer_pid}-{next(_temp_counter)}{TEMP_SUFFIX}"
+        temp = _temp_name(name)
         dir_fd = self._dir_fd
         try:
             fd = os.open(temp, _FLAGS, 0o644, dir_fd=dir_fd)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from core.jsontext import encodable
+
 if TYPE_CHECKING:
     from core.outcome import Outcome
 
@@ -39,13 +41,3 @@ def outcome_fields(
         fields["reason"] = encodable(str(error))
     fields.update(platform)
     return fields
-
-
-def encodable(text: str) -> str:
-    """``text`` with lone surrogates (a bad task's field names can carry them) escaped, so
-    that any log formatter can write it as UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text

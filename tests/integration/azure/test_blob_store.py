@@ -11,7 +11,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError
 from azure.storage.blob import BlobServiceClient
 
-from azure_function.blob_store import BlobResultStore, default_retry
+from azure_function.blob_store import BlobResultStore, default_retry, store_from_environment
 from core.errors import ConfigError, InvalidTaskError, StoreWriteError
 from core.pipeline import process_message
 from core.records import ErrorRecord
@@ -234,11 +234,9 @@ def test_configuration_errors() -> None:
     # GIVEN no endpoint at all / THEN the store refuses to be built
     with pytest.raises(ConfigError, match="RESULTS_BLOB_ACCOUNT_URL"):
         BlobResultStore("results")
-    # GIVEN app settings without a container / THEN from_environment names the setting
+    # GIVEN app settings without a container / THEN store_from_environment names the setting
     with pytest.raises(ConfigError, match="RESULTS_CONTAINER"):
-        BlobResultStore.from_environment(
-            {"RESULTS_BLOB_ACCOUNT_URL": "https://a.blob.core.windows.net"}
-        )
+        store_from_environment({"RESULTS_BLOB_ACCOUNT_URL": "https://a.blob.core.windows.net"})
 
 
 def test_from_environment_reads_the_app_settings(
@@ -251,7 +249,7 @@ def test_from_environment_reads_the_app_settings(
         "RESULTS_PREFIX": "env-prefix",
     }
     # WHEN the store writes an error record
-    store = BlobResultStore.from_environment(settings)
+    store = store_from_environment(settings)
     store.write_error(ErrorRecord.for_rejection(InvalidTaskError("empty", "empty", "e1"), b""))
     # THEN it is in the container, under the prefix
     stored = reader(container, "env-prefix")("e1.err")
