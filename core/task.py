@@ -299,10 +299,13 @@ def _id_despite_duplicates(raw: RawTask) -> str | None:
     ``{"id": "t", "data": {"num1": 1, "num1": 2, ...}}`` names its record ``t.err``; an id
     key that itself repeats (or both ``id`` and ``task_id``) leaves no usable id.
     """
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        raw = bytes(raw).decode("utf-8")  # decode_json got this far: it is valid UTF-8
+    if not isinstance(raw, str):
+        return None
     try:
-        text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
-        body = _PAIRS_DECODER.decode(text.removeprefix(_BOM))  # type: ignore[union-attr]
-    except (ValueError, RecursionError, AttributeError):
+        body = _PAIRS_DECODER.decode(raw.removeprefix(_BOM))
+    except (ValueError, RecursionError):
         return None
     if not isinstance(body, _Pairs):
         return None
