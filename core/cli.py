@@ -1,28 +1,25 @@
-"""The ``adder`` command: ``run`` locally, and ``package``/``submit``/``status``/``redrive``
-for each cloud. A cloud's SDK is imported only when one of its commands runs."""
+"""The ``adder`` command: ``run`` locally; ``package``, ``submit``, ``watch``, ``fetch``,
+``redrive`` and ``status`` for each cloud. A cloud's SDK is imported only when one of its
+commands runs."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import os
 import sys
 from typing import TYPE_CHECKING
 
 from core.clouds import CLOUDS
 from core.errors import AdderError, ConfigError, ProviderUnavailableError
 from core.local import EPILOG, add_run_arguments, run_from_args
+from core.ops.commands import JOB_COMMANDS, infer_cloud, register_job_commands
 from core.packaging import register_package_command
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 
-CLOUD_COMMANDS = {
-    "package": "build a cloud's deployment zip, reproducibly",
-    "submit": "push tasks onto a cloud's queue or topic",
-    "status": "show queue depth, dead letters and result counts",
-    "redrive": "move dead-lettered messages back onto the task queue",
-}
+CLOUD_COMMANDS = {"package": "build a cloud's deployment zip, reproducibly", **JOB_COMMANDS}
 
 EXIT_USAGE = 2
 
@@ -52,26 +49,46 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for cloud in CLOUDS.values():
         register_package_command(groups, cloud)
-        # each operator module defines register(commands); importing it imports no cloud SDK
-        importlib.import_module(cloud.operator_module).register(groups)
+        register_job_commands(groups, cloud)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``adder`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = infer_cloud(argv)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         code: int = args.handler(args)
     except (ConfigError, ProviderUnavailableError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except AdderError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an SDK error no adapter translated: still one line
+        if os.environ.get("ADDER_DEBUG"):
+            raise
+        print(
+            f"error: unexpected {type(exc).__name__}: {_one_line(exc)} "
+            "(set ADDER_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
     return code
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ class Cloud:
     runtime_modules: tuple[str, ...]
     """Files of ``package`` that run inside the function; nothing else goes in the zip."""
     operator_module: str
-    """Module whose ``register(commands)`` adds the cloud's ``adder`` subcommands."""
+    """Module with ``SETTINGS`` (the job's settings: flags, stack outputs, config keys) and
+    ``open_backend(target, command)`` (its :class:`core.ops.backend.JobBackend`); importing
+    it imports no SDK. ``adder submit|watch|fetch|redrive|status <name>`` come from it."""
     extra: str
     """The pip extra that installs the cloud's SDKs."""
     credential_chain: str
@@ -80,7 +82,7 @@ CLOUDS: Mapping[str, Cloud] = {
                 "handler.py",
                 "s3_store.py",
             ),
-            operator_module="aws_lambda.cli",
+            operator_module="aws_lambda.jobs",
             store_factory="aws_lambda.s3_store:store_from_environment",
             extra="aws",
             credential_chain="the AWS default credential chain (environment, ~/.aws/config,"
@@ -97,7 +99,7 @@ CLOUDS: Mapping[str, Cloud] = {
                 "handler.py",
                 "logs.py",
             ),
-            operator_module="gcp_function.cli",
+            operator_module="gcp_function.jobs",
             store_factory="gcp_function.gcs_store:store_from_environment",
             extra="gcp",
             credential_chain="Application Default Credentials (gcloud auth application-default"
@@ -112,7 +114,7 @@ CLOUDS: Mapping[str, Cloud] = {
             title="Azure Functions",
             package="azure_function",
             runtime_modules=("__init__.py", "blob_store.py", "handler.py"),
-            operator_module="azure_function.cli",
+            operator_module="azure_function.jobs",
             store_factory="azure_function.blob_store:store_from_environment",
             extra="azure",
             credential_chain="DefaultAzureCredential (az login, environment, or a managed"

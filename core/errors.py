@@ -45,3 +45,7 @@ class ConfigError(AdderError):
 
 class ProviderUnavailableError(AdderError):
     """A cloud command was asked for but its SDK is not installed."""
+
+
+class CloudUnavailableError(AdderError):
+    """A cloud call failed in a way another try may fix (throttled, 5xx, connection reset)."""

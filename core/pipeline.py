@@ -53,3 +53,14 @@ def reject(error: InvalidTaskError, raw: object, store: ResultStore) -> Outcome:
         store_error.task_id = record.task_id
         raise
     return Outcome(OutcomeKind.REJECTED, record.name, record.task_id, error.code, error.message)
+
+
+def record_name(raw: RawTask) -> str:
+    """The name the pipeline gives the result or error record of ``raw`` (no store needed).
+
+    Submit writes it to the job's manifest, so watch and fetch know what to look for.
+    """
+    try:
+        return parse_task(raw).task_id
+    except InvalidTaskError as error:
+        return ErrorRecord.for_rejection(error, raw).name
