@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.infra.tfschema.build import JsiiExtractor, azure_enum_values, enum_values
-from tests.infra.tfschema.check import check_stack
-from tests.infra.tfschema.schema import DEFAULT_SCHEMA_DIR, SchemaSet
+from tools.tfschema.build import JsiiExtractor, azure_enum_values, enum_values
+from tools.tfschema.check import check_stack
+from tools.tfschema.schema import DEFAULT_SCHEMA_DIR, SchemaSet
 
 pytestmark = pytest.mark.infra
 
@@ -305,7 +305,7 @@ def test_cli_prints_one_line_per_error_and_exits_non_zero(tmp_path: Path) -> Non
     stack_dir = plant(PLANTS[0], tmp_path / "stack")
     # WHEN the checker runs as a module from the repository root
     out = subprocess.run(
-        [sys.executable, "-m", "tests.infra.tfschema", str(stack_dir)],
+        [sys.executable, "-m", "tools.tfschema", str(stack_dir)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -327,7 +327,7 @@ def test_cli_exits_zero_on_valid_stacks() -> None:
         [
             sys.executable,
             "-m",
-            "tests.infra.tfschema",
+            "tools.tfschema",
             *(str(FIXTURES / n) for n in FIXTURES_ORDER),
         ],
         cwd=REPO_ROOT,

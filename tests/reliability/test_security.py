@@ -1,6 +1,6 @@
 """Security: no credentials in any committed file, least privilege in every stack.
 
-The Terraform checks read the parsed stacks (python-hcl2, via tests/infra/tfschema/hcl.py):
+The Terraform checks read the parsed stacks (python-hcl2, via tools/tfschema/hcl.py):
 no wildcard action or resource in an Allow statement, every grant scoped to this stack's own
 queue, bucket, container, topic or log group, no project-, subscription- or group-wide role.
 Each check is also shown to fail on a planted violation.
@@ -18,7 +18,7 @@ import pytest
 
 from core.config import load_config
 from tests.conftest import REPO_ROOT
-from tests.infra.tfschema.hcl import Block, Body, parse_file, parse_text, unquote
+from tools.tfschema.hcl import Block, Body, parse_file, parse_text, unquote
 from tests.reliability.ledger import Row
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""``python -m tests.infra.tfschema STACK_DIR...``"""
+"""``python -m tools.tfschema STACK_DIR...``"""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ Standard library only. Each artifact is gzipped JSON, one per provider version:
 
 Regenerate all committed artifacts (from the repository root)::
 
-    python -m tests.infra.tfschema.build all
+    python -m tools.tfschema.build all
 
 Artifact layout (format 1)::
 
@@ -44,7 +44,7 @@ from typing import Any
 JsonDict = dict[str, Any]
 
 FORMAT = 1
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "schemas"
+DEFAULT_OUT = Path(__file__).resolve().parent / "schemas"
 LINK_RE = re.compile(r"\{@link (\S+?)#([A-Za-z0-9_]+) \S+?\}")
 TYPE_LINK_RE = re.compile(r"\{@link \S+ ([a-z0-9_]+)\}")
 GOOGLE_ENUM_RE = re.compile(r"Possible values: (\[[^\]]*\])")

@@ -2,8 +2,8 @@
 
 Usage (from the repository root)::
 
-    python -m tests.infra.tfschema infra/gcp infra/azure infra/aws
-    python -m tests.infra.tfschema.check --schemas tests/infra/schemas infra/gcp
+    python -m tools.tfschema infra/gcp infra/azure infra/aws
+    python -m tools.tfschema.check --schemas tools/tfschema/schemas infra/gcp
 
 Prints one ``file:line: address: message`` line per error on stdout, a summary per stack on
 stderr, and exits 1 when any error was found (2 on usage errors).
@@ -337,7 +337,7 @@ def run(directories: Iterable[Path], schemas: SchemaSet) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
-        prog="python -m tests.infra.tfschema",
+        prog="python -m tools.tfschema",
         description="Check Terraform stacks against provider schemas without provider plugins.",
     )
     parser.add_argument("stacks", nargs="+", type=Path, help="stack directories (*.tf)")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-DEFAULT_SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+DEFAULT_SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 REGISTRY = "registry.terraform.io"
 
 JsonDict = dict[str, Any]
