@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from core.delivery import platform_count
+
 
 class SqsMessage(NamedTuple):
     """One record of an SQS event: its id (for batchItemFailures), body and receive count."""
@@ -27,7 +29,7 @@ def decode_sqs_record(record: Mapping[str, Any]) -> SqsMessage:
     return SqsMessage(
         message_id=message_id if isinstance(message_id, str) and message_id else None,
         body=body if isinstance(body, str) else "",
-        receive_count=int(count) if isinstance(count, str) and count.isdigit() else None,
+        receive_count=platform_count(count),
     )
 
 

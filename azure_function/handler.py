@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from core.delivery import Delivery, deliver
+from core.delivery import Delivery, deliver, platform_count, platform_text
 from core.jsontext import json_line
-from core.ports import ResultStore
+from core.ports import LazyResultStore
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import azure.functions as func
 
     from core.outcome import Outcome
+    from core.ports import ResultStore
 
 LOGGER = logging.getLogger("azure_function")
 
@@ -31,8 +32,8 @@ def decode_servicebus_message(msg: func.ServiceBusMessage) -> Delivery:
     """
     return Delivery(
         body=_body_bytes(msg),
-        message_id=_optional_text(getattr(msg, "message_id", None)),
-        attempt=_optional_int(getattr(msg, "delivery_count", None)),
+        message_id=platform_text(getattr(msg, "message_id", None)),
+        attempt=platform_count(getattr(msg, "delivery_count", None)),
     )
 
 
@@ -55,21 +56,7 @@ def handle_message(
     def emit(level: int, text: str, fields: dict[str, object]) -> None:
         logger.log(level, json_line(fields))  # the Functions host keeps the message text only
 
-    return deliver(delivery, _LazyStore(store), emit).outcome_or_raise()
-
-
-class _LazyStore(ResultStore):
-    """The store the factory gives, asked for at the first write (so that an unconfigured
-    store fails inside the pipeline: logged once and retried, like any failure)."""
-
-    def __init__(self, factory: Callable[[], ResultStore]) -> None:
-        self._factory = factory
-
-    def key(self, name: str, suffix: str) -> str:
-        return self._factory().key(name, suffix)
-
-    def put(self, key: str, data: bytes, content_type: str) -> None:
-        self._factory().put(key, data, content_type)
+    return deliver(delivery, LazyResultStore(store), emit).outcome_or_raise()
 
 
 def _body_bytes(msg: func.ServiceBusMessage) -> bytes:
@@ -82,15 +69,3 @@ def _body_bytes(msg: func.ServiceBusMessage) -> bytes:
     if isinstance(body, str):
         return body.encode("utf-8", "surrogatepass")
     return b"" if body is None else str(body).encode("utf-8", "surrogatepass")
-
-
-def _optional_text(value: object) -> str | None:
-    return None if value is None or value == "" else str(value)
-
-
-def _optional_int(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None

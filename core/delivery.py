@@ -47,6 +47,20 @@ class Delivery(NamedTuple):
     """Set when the envelope held no task: ``body`` is then recorded with this error."""
 
 
+def platform_text(value: object) -> str | None:
+    """A platform field as text (a message id), or None when absent or empty."""
+    return None if value is None or value == "" else str(value)
+
+
+def platform_count(value: object) -> int | None:
+    """A platform's delivery count as an int (platforms send ints or digit strings), or None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
 class Handled(NamedTuple):
     """How a delivery ended: an outcome to acknowledge, or the error that asks for a retry."""
 

@@ -6,6 +6,8 @@ import abc
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from core.records import ErrorRecord
 
 RESULT_SUFFIX = ".out"
@@ -50,3 +52,17 @@ class ResultStore(abc.ABC):
     @abc.abstractmethod
     def put(self, key: str, data: bytes, content_type: str) -> None:
         """Write one whole object, replacing it; raise StoreWriteError when the store fails."""
+
+
+class LazyResultStore(ResultStore):
+    """The store a factory gives, asked for at the first write, so that a store that cannot
+    be configured fails inside the pipeline (logged once and retried, like any failure)."""
+
+    def __init__(self, factory: Callable[[], ResultStore]) -> None:
+        self._factory = factory
+
+    def key(self, name: str, suffix: str) -> str:
+        return self._factory().key(name, suffix)
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        self._factory().put(key, data, content_type)

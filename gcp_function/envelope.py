@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from cloudevents.exceptions import GenericException, InvalidRequiredFields, MissingRequiredFields
 from cloudevents.http import from_http
 
+from core.delivery import platform_count
 from core.errors import InvalidTaskError
 
 INVALID_ENVELOPE = "invalid_envelope"
@@ -175,8 +176,8 @@ def _decode_envelope(
         message_id=_text(message.get("messageId")) or _text(message.get("message_id")) or event_id,
         attributes=_attributes(message.get("attributes")),
         subscription=_text(envelope.get("subscription")) or _text(push.get("subscription")),
-        delivery_attempt=_count(push.get("deliveryAttempt"))
-        or _count(envelope.get("deliveryAttempt")),
+        delivery_attempt=platform_count(push.get("deliveryAttempt"))
+        or platform_count(envelope.get("deliveryAttempt")),
     )
     if not message:
         raise UndecodableMessageError(
@@ -218,16 +219,6 @@ def decode_base64(text: str) -> bytes:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def _count(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
 
 
 def _attributes(value: object) -> dict[str, str]:
