@@ -4,7 +4,7 @@ Ours: the submit command's code path (SendMessageBatch of 10, 8 calls in flight)
 20,000 tasks. Baseline: a loop of ``send_message``, one call per task, on a sample of
 ``--baseline-tasks`` tasks (default 2,000: per-call cost does not depend on the count, so the
 rate is what is compared; ``--baseline-tasks 20000`` times all of it). Both go through boto3 to
-a real moto server (the patched launcher of tests/support/moto_server.py). The two alternate in
+a real moto server (the patched launcher of aws_lambda/sandbox/moto_server.py). The two alternate in
 ``--rounds`` rounds (a slice of the baseline, then a slice of our 20,000 tasks), so that the
 load of a shared machine weighs on both alike; the ratio is of the total rates.
 
@@ -24,10 +24,12 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from aws_lambda.submit import submit
+from aws_lambda.jobs import AwsJobBackend
+from aws_lambda.sandbox import moto_server
 from bench._common import time_interleaved, verdict
-from tests.support import moto_server
-from tests.support.servers import free_port, running_server
+from core.ops.manifest import Manifest
+from core.ops.submit import submit
+from tools.servers import free_port, running_server
 
 TARGET = 8.0
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -78,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
             for body in next(next_baseline):
                 sqs.send_message(QueueUrl=baseline_queue, MessageBody=body)
 
+        backend = AwsJobBackend(sqs, queue_url=queue)
+
         def adder_submit() -> None:
             path, part = next(next_ours)
-            summary = submit(sqs, queue, str(path), concurrency=args.concurrency)
+            manifest = Manifest.create(Path(work) / "jobs", path.stem, "aws", {}, str(path))
+            summary = submit(backend, str(path), manifest=manifest, concurrency=args.concurrency)
             assert (summary.sent, summary.failed) == (len(part), 0), summary
 
         timings = time_interleaved(

@@ -174,7 +174,7 @@ def _manifest_for(args: argparse.Namespace, cloud: Cloud) -> Manifest | None:
 def _run_submit(
     args: argparse.Namespace, backend: JobBackend, target: Target, _: Manifest | None
 ) -> int:
-    from core.ops.submit import stop_advice, submit
+    from core.ops.submit import stop_line, submit
 
     job = args.job or target.job or _job_from_tasks(args.tasks)
     directory = jobs_dir(args.jobs_dir)
@@ -193,12 +193,10 @@ def _run_submit(
         resume=args.resume,
         progress=bar,
     )
-    if summary.stopped is not None:
-        print(f"error: {summary.stopped}", file=sys.stderr)
     print(summary.line(backend.queue_label) + f" (job {job})")
-    advice = stop_advice(summary, lambda: _command_line(args, job))
-    if advice:
-        print(advice, file=sys.stderr)
+    problem = stop_line(summary, lambda: _command_line(args, job))
+    if problem:
+        print(problem, file=sys.stderr)
     return summary.exit_code
 
 
@@ -278,7 +276,21 @@ def _remembered_settings(cloud: str, target: Target) -> dict[str, str]:
 
 
 def _command_line(args: argparse.Namespace, job: str) -> str:
-    argv = [a for a in getattr(args, "argv", None) or sys.argv[1:] if a != "--resume"]
+    """The command to run again (``--resume`` is added by the caller); secret values are left
+    out: they come from the environment variables the flags' help names."""
+    secret = {s.flag for s in operator_module(CLOUDS[args.cloud]).SETTINGS if s.secret}
+    argv: list[str] = []
+    skip_value = False
+    for item in getattr(args, "argv", None) or sys.argv[1:]:
+        if skip_value:
+            skip_value = False
+            continue
+        if item in secret:
+            skip_value = True
+            continue
+        if item == "--resume" or item.split("=", 1)[0] in secret:
+            continue
+        argv.append(item)
     if "--job" not in argv and not any(a.startswith("--job=") for a in argv):
         argv[2:2] = ["--job", job]
     return "adder " + shlex.join(argv)

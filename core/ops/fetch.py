@@ -86,6 +86,7 @@ def fetch(
 ) -> FetchSummary:
     """Download every record (or those of ``names``) that is not already in ``directory``."""
     started = time.monotonic()
+    concurrency = max(1, min(concurrency, backend.max_concurrency))
     try:
         store = LocalDirectoryResultStore(directory)
         store.check_writable()

@@ -8,8 +8,9 @@ duplicate a message (results are idempotent), never lose one.
 
 from __future__ import annotations
 
+import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from core.errors import CloudUnavailableError
@@ -24,8 +25,15 @@ class RedriveSummary:
     """How a redrive went."""
 
     moved: int = 0
-    refused: int = 0
+    refused_bodies: set[str] = field(default_factory=set)
+    """SHA-256 of each body the queue refused (a letter released and received again counts
+    once)."""
     seconds: float = 0.0
+
+    @property
+    def refused(self) -> int:
+        """Dead letters the task queue refused: left in the dead-letter queue."""
+        return len(self.refused_bodies)
 
     def line(self, backend: JobBackend) -> str:
         """The final line ``adder redrive`` prints."""
@@ -73,11 +81,16 @@ def redrive(
             if kept:
                 backend.release_dead_letters(kept)
             summary.moved += len(moved)
-            summary.refused += len(kept)
+            known = len(summary.refused_bodies)
+            summary.refused_bodies.update(_digest(letter.body) for letter in kept)
             bar.advance(len(letters))
-            if kept and not moved:
-                break  # the queue refuses everything: stop rather than spin
+            if kept and not moved and len(summary.refused_bodies) == known:
+                break  # only letters the queue refused before came back: stop, do not spin
     finally:
         bar.close()
         summary.seconds = time.monotonic() - started
     return summary
+
+
+def _digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()

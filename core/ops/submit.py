@@ -165,7 +165,8 @@ def submit(
                 in_flight.add(pool.submit(_send, backend, batch, attempts, pause))
             # batches already handed to the cloud are waited for, so the manifest learns
             # whether they arrived; a second Ctrl-C stops at once
-            pool.shutdown(wait=False, cancel_futures=True)
+            # batches queued but not started are sent only if the submit goes on
+            pool.shutdown(wait=False, cancel_futures=bool(summary.stopped or summary.interrupted))
             for future in in_flight:
                 if not future.cancelled():
                     wait([future])
@@ -278,16 +279,19 @@ def _send(backend: JobBackend, batch: _Batch, attempts: int, pause: float) -> _B
     return result
 
 
-def stop_advice(summary: SubmitSummary, command: Callable[[], str]) -> str | None:
-    """What to tell the user after a submit that did not finish: the count and how to go on."""
+def stop_line(summary: SubmitSummary, command: Callable[[], str]) -> str | None:
+    """The one stderr line after a submit that did not finish: why, how many were sent, and
+    the command that sends the rest."""
     if summary.interrupted:
         return (
             f"interrupted: {summary.sent:,} tasks sent and recorded; to send the rest: "
             f"{command()} --resume"
         )
-    if summary.stopped is not None:
-        return (
-            f"submit stopped: {summary.sent:,} tasks sent and recorded; once fixed, send the "
-            f"rest with: {command()} --resume"
-        )
-    return None
+    if summary.stopped is None:
+        return None
+    if not summary.sent:
+        return f"error: {summary.stopped}"
+    return (
+        f"error: {summary.stopped} ({summary.sent:,} tasks sent and recorded; once fixed, send"
+        f" the rest with: {command()} --resume)"
+    )

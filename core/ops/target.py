@@ -149,7 +149,7 @@ def _stack_dir(
 
 def terraform_outputs(stack: Path) -> dict[str, Any]:
     """``terraform output -json`` of ``stack`` as {name: value}."""
-    terraform = shutil.which("terraform")
+    terraform = os.environ.get("TERRAFORM_BIN") or shutil.which("terraform")
     if terraform is None:
         raise ConfigError(
             f"--stack {stack} needs the terraform command on PATH (or give the settings as flags)"

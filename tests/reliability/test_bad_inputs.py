@@ -30,8 +30,10 @@ import requests
 from google.api_core.exceptions import NotFound
 
 from aws_lambda.handler import handle_event
+from aws_lambda.jobs import AwsJobBackend
 from aws_lambda.s3_store import S3ResultStore, default_client_config
-from aws_lambda.submit import submit
+from core.ops.manifest import Manifest
+from core.ops.submit import submit
 from core.records import MAX_RAW_KEPT
 from core.runner import RunOptions, run_chunks
 from core.task import MAX_ID_BYTES, MAX_TASK_BYTES
@@ -303,7 +305,9 @@ def test_aws_submit_reports_each_task_sqs_cannot_carry_and_sends_the_rest(
         QueueName=f"bad-inputs-{uuid.uuid4().hex[:10]}", Attributes={"VisibilityTimeout": "60"}
     )["QueueUrl"]
     # WHEN `adder submit aws` sends it
-    summary = submit(sqs, queue_url, str(source), concurrency=2)
+    manifest = Manifest.create(tmp_path / "jobs", "bad-inputs", "aws", {}, str(source))
+    backend = AwsJobBackend(sqs, queue_url=queue_url)
+    summary = submit(backend, str(source), manifest=manifest, concurrency=2)
     # THEN every task is counted: sent, or reported as not sent, none dropped silently
     assert summary.sent + summary.failed == len(cases)
     # AND exactly the tasks SQS would refuse (not UTF-8, characters XML does not allow, over

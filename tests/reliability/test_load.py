@@ -2,13 +2,13 @@
 
 ``load_messages()`` tasks ($ADDER_LOAD_MESSAGES: 20,000 in an ordinary run and CI, 100,000 for
 ``python -m tests.reliability.report``), 1% of them bad, go to a moto SQS queue through the
-submit command's code path (``aws_lambda.submit.submit``) in waves of 1,000: moto's
-ReceiveMessage and DeleteMessage cost grows with the queue's length, so the next wave is sent
-once no more than 300 messages wait or are in flight. Meanwhile four pollers deliver them the
-way the event source mapping does (tests/support/esm.py) to the real handler, which writes
-with the production S3 client while botocore's transport fails a seeded 1% of the objects:
-three quarters on their first attempt (botocore retries), a quarter on every attempt of the
-first call (the delivery fails and SQS redelivers). Then every object is read back and
+submit command's code path (``core.ops.submit.submit`` over ``aws_lambda.jobs``) in waves of
+1,000: moto's ReceiveMessage and DeleteMessage cost grows with the queue's length, so the next
+wave is sent once no more than 300 messages wait or are in flight. Meanwhile four pollers
+deliver them the way the event source mapping does (aws_lambda/sandbox/esm.py) to the real handler,
+which writes with the production S3 client while botocore's transport fails a seeded 1% of the
+objects: three quarters on their first attempt (botocore retries), a quarter on every attempt
+of the first call (the delivery fails and SQS redelivers). Then every object is read back and
 compared with the exact expected bytes.
 
 The test runs its own two moto servers (SQS and S3: one Python process each, so each gets a
@@ -29,8 +29,12 @@ import boto3
 import pytest
 
 from aws_lambda import handler as lambda_module
+from aws_lambda.jobs import AwsJobBackend
 from aws_lambda.s3_store import S3ResultStore
-from aws_lambda.submit import submit
+from aws_lambda.sandbox import moto_server
+from aws_lambda.sandbox.esm import EventSourceMapping
+from core.ops.manifest import Manifest
+from core.ops.submit import submit
 from tests.integration.aws.conftest import REGION, Queues, all_keys, read_object
 from tests.reliability.ledger import Row, load_messages
 from tests.reliability.test_faults import (
@@ -41,10 +45,8 @@ from tests.reliability.test_faults import (
     settle,
     workload,
 )
-from tests.support import moto_server
-from tests.support.aws_faults import S3PutFaults
-from tests.support.esm import EventSourceMapping
-from tests.support.servers import free_port, running_server
+from tools.aws_faults import S3PutFaults
+from tools.servers import free_port, running_server
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -88,7 +90,10 @@ def submit_in_waves(
             time.sleep(0.1)
         wave = directory / f"wave-{start // WAVE:04d}.jsonl"
         wave.write_bytes(b"".join(m.body + b"\n" for m in messages[start : start + WAVE]))
-        summary = submit(sqs, url, str(wave), concurrency=4)
+        manifest = Manifest.create(directory / "jobs", wave.stem, "aws", {}, str(wave))
+        summary = submit(
+            AwsJobBackend(sqs, queue_url=url), str(wave), manifest=manifest, concurrency=4
+        )
         sent, failed = sent + summary.sent, failed + summary.failed
     return sent, failed
 

@@ -1,4 +1,5 @@
-"""``adder submit azure`` through the Service Bus SDK, down to its AMQP send client.
+"""``adder submit azure`` and ``AzureJobBackend.send_batch`` through the Service Bus SDK,
+down to its AMQP send client.
 
 No Service Bus emulator can run here, so the seam is the lowest the SDK has: the pyamqp
 ``SendClient`` (the AMQP connection and link) that ``ServiceBusSender`` opens. Everything above
@@ -6,12 +7,13 @@ it is the real SDK: ``ServiceBusClient.from_connection_string``, the sender, its
 negotiation, ``ServiceBusMessageBatch`` and its size accounting, the AMQP encoding of each
 batch, the mapping of AMQP errors to ``ServiceBusError`` and the SDK's own retries. The fake
 link records each transfer as it would go on the wire (encoded by the SDK's encoder) and can
-fail transfers with the AMQP errors a broker or a dropped connection produce.
+fail transfers with the AMQP errors a broker or a dropped connection produce. Not exercised:
+a real broker's answers (their AMQP error conditions are the documented ones used here),
+authentication (CBS), and the receive side (see tests/support/azure_service_bus.py).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from dataclasses import dataclass, field
@@ -24,15 +26,10 @@ from azure.servicebus._pyamqp._encode import encode_payload
 from azure.servicebus._pyamqp.error import AMQPConnectionError, AMQPLinkError, ErrorCondition
 from azure.servicebus._transport._pyamqp_transport import PyamqpTransport
 
-from azure_function.submit import (
-    BATCH_HEADROOM_BYTES,
-    fully_qualified_namespace,
-    is_transient,
-    make_client,
-    submit_bodies,
-)
+from azure_function import jobs
+from azure_function.jobs import BATCH_HEADROOM_BYTES, AzureJobBackend, ServiceBusParts
 from core.cli import main
-from core.errors import ProviderUnavailableError
+from core.errors import CloudUnavailableError, ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -135,6 +132,19 @@ def fast_client() -> ServiceBusClient:
     )
 
 
+@pytest.fixture
+def backend(broker: FakeBroker) -> Iterator[AzureJobBackend]:
+    """The backend on a real ServiceBusClient and sender, whose link is the fake broker."""
+    client = fast_client()
+    sender = client.get_queue_sender("tasks")
+    receiver = client.get_queue_receiver("tasks", sub_queue="deadletter")
+    backend = AzureJobBackend(
+        ServiceBusParts("tasks", NAMESPACE, sender, receiver, None, (client,))
+    )
+    yield backend
+    backend.close()
+
+
 def tasks(count: int, start: int = 0) -> list[bytes]:
     return [
         json.dumps({"id": f"task-{i}", "data": {"num1": i, "num2": 0.5}}).encode()
@@ -142,34 +152,24 @@ def tasks(count: int, start: int = 0) -> list[bytes]:
     ]
 
 
-def no_sleep(seconds: float) -> None:
-    pass
-
-
-def test_submit_command_sends_every_task_in_batches_within_the_size_limit(
-    broker: FakeBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_a_large_call_is_split_into_batches_within_the_limit_on_the_wire(
+    broker: FakeBroker, backend: AzureJobBackend
 ) -> None:
-    # GIVEN 6,000 tasks in a JSON Lines file (the last one not even JSON)
-    bodies = [*tasks(5999), b"not json at all"]
-    source = tmp_path / "tasks.jsonl"
-    source.write_bytes(b"\n".join(bodies) + b"\n")
-    # WHEN they are submitted with the command
-    code = main(["submit", "azure", "--connection-string", CONNECTION_STRING, "--queue", "tasks",
-                 "--no-progress", str(source)])  # fmt: skip
+    # GIVEN more tasks than one batch holds / WHEN they are sent in one call
+    bodies = tasks(6000)
+    refused = backend.send_batch(bodies)
     # THEN every task arrived once, in order, byte for byte, with its own message id
-    assert code == 0
+    assert refused == []
     assert broker.bodies == bodies
     ids = [i for transfer in broker.transfers for i in transfer.message_ids]
     assert len(set(ids)) == len(bodies)
-    # AND they went in several batches, each within the queue's limit on the wire
+    # AND they went in several batches, each within the queue's limit on the wire, full ones
+    # within twice the headroom of it
     assert len(broker.transfers) >= 2
     assert all(t.wire_bytes <= STANDARD_LIMIT for t in broker.transfers)
     assert all(
         t.wire_bytes > STANDARD_LIMIT - 2 * BATCH_HEADROOM_BYTES for t in broker.transfers[:-1]
     )
-    # AND the summary counts them
-    out = capsys.readouterr().out
-    assert f"sent 6000 messages to queue tasks on {NAMESPACE}" in out
 
 
 def test_the_sdk_batch_alone_would_overflow_the_limit_on_the_wire(broker: FakeBroker) -> None:
@@ -189,132 +189,106 @@ def test_the_sdk_batch_alone_would_overflow_the_limit_on_the_wire(broker: FakeBr
     assert transfer.wire_bytes - STANDARD_LIMIT < BATCH_HEADROOM_BYTES
 
 
-def test_a_transient_failure_is_retried_by_the_sdk_then_resent(broker: FakeBroker) -> None:
-    # GIVEN a connection that drops on the first three transfers
-    broker.failures = [
-        AMQPConnectionError(ErrorCondition.ConnectionCloseForced, description="reset")
-        for _ in range(3)
-    ]
-    waits: list[float] = []
-    # WHEN 100 tasks are submitted (the SDK tries twice per send, the submit up to 3 times)
-    with fast_client() as client, client.get_queue_sender("tasks") as sender:
-        summary = submit_bodies(sender, tasks(100), sleep=waits.append, errors=io.StringIO())
-    # THEN the batch went through on the 4th transfer: 2 SDK tries, then a re-send that did
-    assert (summary.sent, summary.failed, summary.exit_code) == (100, 0, 0)
-    assert broker.attempts == 4
+def test_a_dropped_connection_is_retried_by_the_sdk(
+    broker: FakeBroker, backend: AzureJobBackend
+) -> None:
+    # GIVEN a connection that drops on the first transfer
+    broker.failures = [AMQPConnectionError(ErrorCondition.ConnectionCloseForced, description="x")]
+    # WHEN a batch is sent / THEN the SDK's own retry delivered it, over a reopened link
+    assert backend.send_batch(tasks(100)) == []
     assert broker.bodies == tasks(100)
-    assert waits == [1.0]
-    # AND the SDK reopened the link after each dropped connection
-    assert broker.links_opened >= 3
+    assert broker.attempts == 2
+    assert broker.links_opened >= 2
 
 
-def test_a_batch_that_keeps_failing_stops_the_submit(broker: FakeBroker) -> None:
-    # GIVEN a broker that accepts the first batch and then drops every transfer
+def test_a_batch_that_keeps_failing_is_transient_and_nothing_is_sent(
+    broker: FakeBroker, backend: AzureJobBackend
+) -> None:
+    # GIVEN a connection that drops on every transfer
+    broker.fail_from_transfer = 0
+    # WHEN a batch is sent / THEN it raises "try again" after the SDK's tries, nothing arrived
+    with pytest.raises(CloudUnavailableError) as raised:
+        backend.send_batch(tasks(10))
+    assert broker.transfers == []
+    assert broker.attempts == 2
+    assert "\n" not in str(raised.value)
+
+
+def test_a_later_batch_that_fails_is_refused_for_another_try(
+    broker: FakeBroker, backend: AzureJobBackend
+) -> None:
+    # GIVEN a broker that takes the first transfer and then drops every one
     broker.fail_from_transfer = 1
-    errors = io.StringIO()
-    waits: list[float] = []
     bodies = tasks(6000)
-    # WHEN the tasks are submitted with 3 attempts per batch
-    with fast_client() as client, client.get_queue_sender("tasks") as sender:
-        summary = submit_bodies(sender, bodies, sleep=waits.append, errors=errors, max_attempts=3)
-    # THEN the first batch counts as sent, everything else as not sent, and the exit code says so
+    # WHEN more than one batch's worth is sent in one call
+    refused = backend.send_batch(bodies)
+    # THEN the first batch is sent, and every later message is refused with "retry"
     first = len(broker.transfers[0].bodies)
     assert broker.bodies == bodies[:first]
-    assert (summary.sent, summary.failed, summary.exit_code) == (first, len(bodies) - first, 1)
-    # AND the failing batch was tried 3 times by the submit, each time twice by the SDK
-    assert broker.attempts == 1 + 3 * 2
-    assert waits == [1.0, 2.0]
-    assert "was not sent (attempt 3 of 3)" in errors.getvalue()
-    assert f"{len(bodies) - first} could not be sent" in summary.line("q")
+    assert [r.index for r in refused] == list(range(first, len(bodies)))
+    assert all(r.retry for r in refused)
 
 
-def test_a_permanent_failure_is_not_resent(broker: FakeBroker) -> None:
+def test_a_missing_queue_is_a_one_line_config_error(
+    broker: FakeBroker, backend: AzureJobBackend
+) -> None:
     # GIVEN a queue the broker does not know
     broker.failures = [AMQPLinkError(ErrorCondition.NotFound, description="no such queue")]
-    errors = io.StringIO()
-    # WHEN tasks are submitted
-    with fast_client() as client, client.get_queue_sender("tasks") as sender:
-        summary = submit_bodies(sender, tasks(10), sleep=no_sleep, errors=errors)
-    # THEN one transfer was tried, nothing was sent, and the error is shown
+    # WHEN a batch is sent / THEN one transfer was tried, and the error names the queue
+    with pytest.raises(ConfigError) as raised:
+        backend.send_batch(tasks(10))
     assert broker.attempts == 1
-    assert (summary.sent, summary.failed) == (0, 10)
-    assert "no such queue" in errors.getvalue()
+    assert str(raised.value).startswith(
+        f"Service Bus queue 'tasks' on {NAMESPACE} does not exist (no such queue): check --queue"
+    )
 
 
-def test_a_queue_that_cannot_be_opened_sends_nothing(broker: FakeBroker) -> None:
-    # GIVEN a broker that refuses the sender link
+def test_a_link_refused_is_access_denied(broker: FakeBroker, backend: AzureJobBackend) -> None:
+    # GIVEN a broker that refuses the sender link (no Send right)
     broker.refuse_links = True
-    errors = io.StringIO()
-    # WHEN tasks are submitted
-    with fast_client() as client:
-        sender = client.get_queue_sender("tasks")
-        summary = submit_bodies(sender, tasks(25), sleep=no_sleep, errors=errors)
-    # THEN nothing went, every task counts as not sent, and the reason is shown
+    # WHEN a batch is sent / THEN nothing went, and the error names the role to grant
+    with pytest.raises(ConfigError) as raised:
+        backend.send_batch(tasks(25))
     assert broker.transfers == []
-    assert (summary.sent, summary.failed, summary.exit_code) == (0, 25, 1)
-    assert "cannot open the queue" in errors.getvalue()
+    assert "denied" in str(raised.value)
+    assert "Azure Service Bus Data Sender" in str(raised.value)
 
 
-def test_a_task_too_large_for_a_message_is_counted_and_the_rest_sent(broker: FakeBroker) -> None:
+def test_a_task_too_large_for_a_message_is_refused_and_the_rest_sent(
+    broker: FakeBroker, backend: AzureJobBackend
+) -> None:
     # GIVEN tasks with one body larger than a whole batch may be
     huge = b'{"id": "huge", "pad": "' + b"x" * STANDARD_LIMIT + b'"}'
     bodies = [*tasks(3), huge, *tasks(3, start=3)]
-    errors = io.StringIO()
-    # WHEN they are submitted
-    with fast_client() as client, client.get_queue_sender("tasks") as sender:
-        summary = submit_bodies(sender, bodies, sleep=no_sleep, errors=errors)
-    # THEN the others went, the large one is reported by position
+    # WHEN they are sent
+    refused = backend.send_batch(bodies)
+    # THEN the others went, the large one is refused for good, by position
     assert broker.bodies == [*tasks(3), *tasks(3, start=3)]
-    assert (summary.sent, summary.failed) == (6, 1)
-    assert "task 4 " in errors.getvalue()
+    assert [(r.index, r.retry) for r in refused] == [(3, False)]
+    assert "does not fit one Service Bus message" in refused[0].reason
 
 
-def test_progress_is_drawn_on_request(
+def test_submit_command_sends_every_task_and_records_the_job(
     broker: FakeBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # GIVEN a tasks file / WHEN it is submitted with --progress
+    # GIVEN 3,000 tasks in a JSON Lines file (the last one not even JSON)
+    bodies = [*tasks(2999), b"not json at all"]
     source = tmp_path / "tasks.jsonl"
-    source.write_bytes(b"\n".join(tasks(3000)) + b"\n")
+    source.write_bytes(b"\n".join(bodies) + b"\n")
+    # WHEN they are submitted with the command
     code = main(["submit", "azure", "--connection-string", CONNECTION_STRING, "--queue", "tasks",
-                 "--progress", str(source)])  # fmt: skip
-    # THEN the bar ends at the total
+                 "--jobs-dir", str(tmp_path / "jobs"), "--no-progress", str(source)])  # fmt: skip
+    # THEN every task arrived once, in order, byte for byte, each batch within the limit
     assert code == 0
-    assert "3,000/3,000 100%" in capsys.readouterr().err
-
-
-def test_stdin_and_empty_input(
-    broker: FakeBroker, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # GIVEN no tasks on standard input / WHEN they are submitted
-    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"")))
-    code = main(
-        ["submit", "azure", "--connection-string", CONNECTION_STRING, "--queue", "tasks", "-"]
-    )
-    # THEN nothing is sent and that is a success
-    assert code == 0
-    assert broker.transfers == []
-    assert "sent 0 messages" in capsys.readouterr().out
-
-
-def test_namespace_names_and_transient_classes() -> None:
-    # GIVEN short and full names / THEN both become the namespace's host name
-    assert fully_qualified_namespace("sb-adder-1a2b3c") == "sb-adder-1a2b3c.servicebus.windows.net"
-    assert fully_qualified_namespace("sb://ns.servicebus.chinacloudapi.cn/") == (
-        "ns.servicebus.chinacloudapi.cn"
-    )
-    # AND a client for a namespace uses Entra ID (no network until it sends)
-    client = make_client("sb-adder-1a2b3c", None)
-    assert client.fully_qualified_namespace == "sb-adder-1a2b3c.servicebus.windows.net"
-    # AND only timeouts, connection and busy errors are worth a re-send
-    from azure.servicebus.exceptions import (
-        MessagingEntityNotFoundError,
-        OperationTimeoutError,
-        ServiceBusServerBusyError,
-    )
-
-    assert is_transient(OperationTimeoutError(message="t"))
-    assert is_transient(ServiceBusServerBusyError(message="b"))
-    assert not is_transient(MessagingEntityNotFoundError(message="n"))
+    assert broker.bodies == bodies
+    assert all(t.wire_bytes <= STANDARD_LIMIT for t in broker.transfers)
+    # AND the summary counts them, and the manifest records every task's record name
+    assert f"sent 3,000 tasks to Service Bus queue tasks on {NAMESPACE}" in capsys.readouterr().out
+    sent = (tmp_path / "jobs" / "tasks.sent").read_text().split()
+    assert len(sent) == 3000
+    assert sent[0] == "task-0"
+    # AND the connection string (a secret) is not in the manifest
+    assert "SharedAccessKey" not in (tmp_path / "jobs" / "tasks.json").read_text()
 
 
 def test_missing_sdk_is_a_usage_error(
@@ -325,7 +299,8 @@ def test_missing_sdk_is_a_usage_error(
     source = tmp_path / "t.jsonl"
     source.write_text("{}\n")
     # WHEN submit runs / THEN it says what to install and exits 2
-    with pytest.raises(ProviderUnavailableError):
-        make_client(None, CONNECTION_STRING)
-    assert main(["submit", "azure", "--namespace", "ns", "--queue", "q", str(source)]) == 2
+    code = main(["submit", "azure", "--connection-string", CONNECTION_STRING, "--queue", "q",
+                 "--jobs-dir", str(tmp_path / "jobs"), str(source)])  # fmt: skip
+    assert code == 2
     assert "pip install 'adder-tasks[azure]'" in capsys.readouterr().err
+    assert jobs.INSTALL_HINT.endswith("pip install 'adder-tasks[azure]'")

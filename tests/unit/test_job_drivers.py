@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import signal
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -333,3 +334,53 @@ def test_manifest_names_survive_odd_ids(tmp_path: Path) -> None:
     assert manifest.sent_names() == set(names)
     header = json.loads(manifest.header_path.read_text())
     assert header["cloud"] == "memory"
+
+
+def test_a_letter_refused_again_and_again_counts_once() -> None:
+    backend = InMemoryJobBackend(max_batch_messages=2)
+    backend.dead = [task(1), task(2), task(3)]
+    backend.refuse[task(2)] = ("too large", False)
+    summary = redrive(backend, idle_polls=1)
+    assert sorted(backend.queue) == [task(1), task(3)]
+    assert summary.refused == 1 and backend.dead == [task(2)]
+
+
+def test_the_resume_advice_never_repeats_a_secret(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import argparse
+
+    from core.ops.commands import _command_line
+
+    args = argparse.Namespace(
+        cloud="azure",
+        argv=[
+            "submit",
+            "azure",
+            "--queue",
+            "q",
+            "--connection-string",
+            "Endpoint=sb://x;SharedAccessKey=s3cret",
+            "--blob-connection-string=AccountKey=k3y",
+            "t.jsonl",
+        ],
+    )
+    line = _command_line(args, "t")
+    assert "s3cret" not in line and "k3y" not in line
+    assert line.startswith("adder submit azure --job t --queue q")
+
+
+def test_batches_queued_behind_a_slow_send_are_all_sent(tmp_path: Path) -> None:
+    # GIVEN one sender thread and a queue that takes a while per batch
+    backend = InMemoryJobBackend(max_batch_messages=5)
+    backend.on_send = lambda bodies: time.sleep(0.01)
+    # WHEN 50 tasks are submitted
+    summary = submit(
+        backend,
+        tasks_file(tmp_path, [task(i) for i in range(50)]),
+        manifest=new_manifest(tmp_path),
+        concurrency=1,
+    )
+    # THEN the batches still queued when the file ended were sent too
+    assert sorted(backend.queue) == sorted(task(i) for i in range(50))
+    assert summary.sent == 50

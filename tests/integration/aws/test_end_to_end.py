@@ -1,4 +1,5 @@
-"""Submit with the CLI, deliver like the event source mapping, and account for every task."""
+"""Submit with the CLI, deliver like the event source mapping, watch and fetch: every task
+accounted for."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ from typing import TYPE_CHECKING
 import pytest
 
 from aws_lambda import handler as lambda_module
+from aws_lambda.jobs import AwsJobBackend
 from aws_lambda.s3_store import S3ResultStore
-from aws_lambda.submit import submit
+from aws_lambda.sandbox import moto_server
+from aws_lambda.sandbox.esm import EventSourceMapping
 from core.cli import main as adder
+from core.ops.manifest import Manifest
+from core.ops.submit import submit
 from tests.integration.aws.conftest import Queues, all_keys, read_object
-from tests.support import moto_server
-from tests.support.aws_faults import S3PutFaults, SqsBatchSendFaults
-from tests.support.esm import EventSourceMapping
+from tools.aws_faults import S3PutFaults, SqsBatchSendFaults
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -56,10 +59,13 @@ def test_every_submitted_task_ends_as_result_error_record_or_dead_letter(
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text("\n".join([*map(json.dumps, good), *bad, json.dumps(doomed)]) + "\n")
 
+    jobs = tmp_path / "jobs"
+    job = ["--job", "tasks", "--jobs-dir", str(jobs), "--no-progress"]
+
     # WHEN they are submitted with the CLI
-    code = adder(["submit", "aws", "--queue-url", queues.url, "--no-progress", str(tasks)])
+    code = adder(["submit", "aws", "--queue-url", queues.url, *job, str(tasks)])
     assert code == 0
-    assert f"sent 206 messages to {queues.url}" in capsys.readouterr().out
+    assert f"sent 206 tasks to SQS queue {queues.url}" in capsys.readouterr().out
 
     # AND delivered to the handler the way the event source mapping does, by 2 pollers
     faults = S3PutFaults(s3, lambda key, attempt: key == "out/doomed.out")
@@ -86,9 +92,26 @@ def test_every_submitted_task_ends_as_result_error_record_or_dead_letter(
     assert stats.retried == queues.max_receive_count
     assert mapping.queue_is_empty()
 
+    # WHEN the job is watched (its manifest says what "every task" is)
+    where = ["--bucket", bucket, "--prefix", "out"]
+    code = adder(["watch", "aws", *job, *where, "--interval", "0.2", "--timeout", "30"])
+    # THEN it is finished with failures: the rejected and the dead-lettered ones
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "job tasks finished with failures: 200 succeeded, 5 rejected, 1 dead-lettered" in out
+    # WHEN it is fetched / THEN the directory holds every record, byte for byte
+    into = tmp_path / "results"
+    code = adder(["fetch", "aws", *job, *where, "--into", str(into)])
+    assert code == 0
+    assert "fetched 200 .out and 5 .err" in capsys.readouterr().out
+    fetched = {path.name: path.read_bytes() for path in into.iterdir()}
+    assert set(fetched) == {key.removeprefix("out/") for key in keys}
+    for name, data in fetched.items():
+        assert read_object(s3, bucket, f"out/{name}") == data
+
 
 def test_submit_resends_entries_a_batch_response_reports_failed(
-    tmp_path: Path, aws_env: str, sqs: SQSClient, queues: Queues
+    tmp_path: Path, aws_env: str, sqs: SQSClient, s3: S3Client, queues: Queues
 ) -> None:
     # GIVEN the first 3 SendMessageBatch calls report every entry as failed
     faults = SqsBatchSendFaults(sqs, failing_calls=3)
@@ -96,8 +119,10 @@ def test_submit_resends_entries_a_batch_response_reports_failed(
     tasks.write_text(
         "".join(f'{{"id": "t{i}", "data": {{"num1": 1, "num2": 2}}}}\n' for i in range(95))
     )
-    # WHEN they are submitted
-    summary = submit(sqs, queues.url, str(tasks), concurrency=4)
+    # WHEN they are submitted (4 sends per batch at most)
+    backend = AwsJobBackend(sqs, s3, queue_url=queues.url)
+    manifest = Manifest.create(tmp_path / "jobs", "t", "aws", {}, str(tasks))
+    summary = submit(backend, str(tasks), manifest=manifest, concurrency=4, attempts=4, pause=0.01)
     # THEN the failed entries were sent again, and the queue holds each task exactly once
     assert faults.injected_entries >= 3
     assert (summary.sent, summary.failed) == (95, 0)
@@ -108,71 +133,4 @@ def test_submit_resends_entries_a_batch_response_reports_failed(
             break
         bodies += [json.loads(m["Body"])["id"] for m in got["Messages"]]
     assert sorted(bodies) == sorted(f"t{i}" for i in range(95))
-
-
-def test_submit_reports_messages_too_large_for_sqs(
-    tmp_path: Path, aws_env: str, sqs: SQSClient, queues: Queues, capsys: pytest.CaptureFixture[str]
-) -> None:
-    tasks = tmp_path / "t.jsonl"
-    tasks.write_text('{"id": "ok", "data": {"num1": 1, "num2": 2}}\n' + '"' + "x" * 300_000 + '"\n')
-    code = adder(["submit", "aws", "--queue-url", queues.url, "--no-progress", str(tasks)])
-    captured = capsys.readouterr()
-    assert code == 1
-    assert "1 could not be sent" in captured.out
-    assert "over SQS's limit" in captured.err
-
-
-def test_status_and_redrive(
-    tmp_path: Path,
-    aws_env: str,
-    sqs: SQSClient,
-    s3: S3Client,
-    bucket: str,
-    queues: Queues,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    # GIVEN two dead letters, one waiting task and one result
-    for i in range(2):
-        sqs.send_message(QueueUrl=queues.dlq_url, MessageBody=f'{{"id": "d{i}"}}')
-    sqs.send_message(QueueUrl=queues.url, MessageBody="{}")
-    s3.put_object(Bucket=bucket, Key="p/x.out", Body=b"1")
-    settle_counts()
-    # WHEN status is asked / THEN it shows the depths and counts
-    args = ["--queue-url", queues.url, "--dlq-url", queues.dlq_url]
-    assert adder(["status", "aws", *args, "--bucket", bucket, "--prefix", "p"]) == 0
-    out = capsys.readouterr().out
-    assert "task queue:   1 waiting" in out
-    assert "dead letters: 2" in out
-    assert "results:      1 .out, 0 .err" in out
-    # WHEN the DLQ is redriven / THEN its messages are back on the task queue
-    assert adder(["redrive", "aws", "--dlq-url", queues.dlq_url, "--queue-url", queues.url]) == 0
-    assert "moved 2 messages" in capsys.readouterr().out
-    settle_counts()
-    assert adder(["status", "aws", *args]) == 0
-    out = capsys.readouterr().out
-    assert "task queue:   3 waiting" in out and "dead letters: 0" in out
-
-
-def test_submit_without_credentials_fails_fast_with_the_reason(
-    tmp_path: Path,
-    aws_env: str,
-    queues: Queues,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    # GIVEN no credentials anywhere
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    tasks = tmp_path / "t.jsonl"
-    tasks.write_text('{"id": "a", "data": {"num1": 1, "num2": 2}}\n')
-    calls: list[int] = []
-    monkeypatch.setattr("aws_lambda.submit.time.sleep", lambda seconds: calls.append(1))
-    # WHEN submitting / THEN it exits 1 saying why, without retrying what cannot succeed
-    code = adder(["submit", "aws", "--queue-url", queues.url, "--no-progress", str(tasks)])
-    captured = capsys.readouterr()
-    assert code == 1
-    assert "Unable to locate credentials" in captured.err
-    assert "1 could not be sent" in captured.out
-    assert calls == []
+    assert manifest.sent_names() == {f"t{i}" for i in range(95)}

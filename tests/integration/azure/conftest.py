@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.support import tools
-from tests.support.servers import free_port
+from tools.servers import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -17,7 +17,7 @@ from core.pipeline import process_message
 from core.records import ErrorRecord
 from tests.integration.azure.conftest import connection_string
 from tests.store_contract import Reader, ResultStoreContract
-from tests.support.servers import free_port
+from tools.servers import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -13,7 +13,7 @@ from core.errors import InvalidTaskError, StoreWriteError
 from core.records import ErrorRecord
 from gcp_function.gcs_store import GcsResultStore
 from tests.store_contract import Reader, ResultStoreContract
-from tests.support.servers import free_port
+from tools.servers import free_port
 
 if TYPE_CHECKING:
     from core.ports import ResultStore

@@ -1,9 +1,10 @@
-"""``adder status gcp``: result counts from the GCS emulator; the dead-letter backlog reader.
+"""``adder status gcp`` on the emulators, and the Cloud Monitoring backlog reader.
 
-Counting uses the real storage client against gcp-storage-emulator. Cloud Monitoring has no
-emulator: the backlog reader is exercised against a loopback HTTP server that answers with
-the documented ``timeSeries.list`` shapes (so the query it builds and the parsing are
-checked, not Google's answer).
+Counts come from gcp-storage-emulator and, on the Pub/Sub emulator, the dead letters are
+counted by pulling them and handing them back. Cloud Monitoring has no emulator: the
+backlog reader (what ``dead_letter_count`` uses on Google Cloud) is exercised against a
+loopback HTTP server that answers with the documented ``timeSeries.list`` shapes, so the
+query it builds and the parsing are checked, not Google's answer.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from core.cli import main
 from core.errors import InvalidTaskError
 from core.records import ErrorRecord
 from gcp_function.gcs_store import GcsResultStore
-from gcp_function.status import BACKLOG_METRIC, dead_letter_backlog
+from gcp_function.jobs import BACKLOG_METRIC, GcpJobBackend, dead_letter_backlog
+from tests.integration.gcp.conftest import PROJECT, unique
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+    from tests.integration.gcp.conftest import PubsubAdmin
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +38,14 @@ SUBSCRIPTION = "projects/test-project/subscriptions/adder-tasks-dead-letter"
 NOW = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)
 
 
-def test_status_counts_results_and_errors_under_the_prefix(
-    new_bucket: Any, gcs_client: Any, gcs_emulator: str, capsys: pytest.CaptureFixture[str]
+def test_status_counts_results_errors_and_dead_letters(
+    new_bucket: Any,
+    gcs_client: Any,
+    pubsub_admin: PubsubAdmin,
+    emulator_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # GIVEN 2 results and 1 error record under results/, plus objects elsewhere
+    # GIVEN 2 results and 1 error record under results/, objects elsewhere, 2 dead letters
     store = GcsResultStore(new_bucket.name, "results", client=gcs_client)
     store.write_result("a", "1")
     store.write_result("b", "2")
@@ -45,48 +53,71 @@ def test_status_counts_results_and_errors_under_the_prefix(
     new_bucket.blob("results/notes.txt").upload_from_string("x")
     new_bucket.blob("elsewhere/c.out").upload_from_string("3")
     new_bucket.blob("results-old/d.out").upload_from_string("4")
-    # WHEN status runs against the emulator
-    import os
-
-    os.environ["STORAGE_EMULATOR_HOST"] = gcs_emulator
-    code = main(["status", "gcp", "--bucket", new_bucket.name, "--prefix", "results"])
-    # THEN only objects under results/ are counted
-    out = capsys.readouterr().out
+    dead_topic = pubsub_admin.topic(unique("dead"))
+    dead = pubsub_admin.subscription(unique("dead"), dead_topic)
+    pubsub_admin.publish(dead_topic, b"x", b"y")
+    # WHEN status runs, with bare names and the project
+    code = main(
+        [
+            "status",
+            "gcp",
+            "--project",
+            PROJECT,
+            "--topic",
+            "adder-tasks",
+            "--dead-letter-subscription",
+            dead.rsplit("/", 1)[1],
+            "--bucket",
+            new_bucket.name,
+            "--prefix",
+            "results",
+        ]
+    )
+    # THEN only records under results/ are counted, and both dead letters (still there)
     assert code == 0
-    assert out.strip() == (
-        f"results: 2 .out, 1 .err under gs://{new_bucket.name}/results/ (1 other objects)"
+    assert capsys.readouterr().out.splitlines() == [
+        "task queue:   unknown waiting, unknown in flight "
+        f"(Pub/Sub topic projects/{PROJECT}/topics/adder-tasks)",
+        "dead letters: 2",
+        f"results:      2 .out, 1 .err in gs://{new_bucket.name}/results/",
+    ]
+    assert sorted(pubsub_admin.drain(dead)) == [b"x", b"y"]
+
+
+def test_status_of_a_missing_bucket_is_one_line_exit_2(
+    emulator_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["status", "gcp", "--bucket", "adder-status-missing"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == (
+        "error: bucket gs://adder-status-missing does not exist: check --bucket, the stack's "
+        "results_bucket, the config's result_bucket (and the project)\n"
     )
 
 
-def test_status_of_a_missing_bucket_fails(
-    gcs_emulator: str, capsys: pytest.CaptureFixture[str]
+def test_status_without_monitoring_credentials_reports_dead_letters_as_unknown(
+    new_bucket: Any,
+    gcs_emulator: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import os
-
-    os.environ["STORAGE_EMULATOR_HOST"] = gcs_emulator
-    code = main(["status", "gcp", "--bucket", "adder-status-missing"])
-    assert code == 1
-    assert "cannot list gs://adder-status-missing/" in capsys.readouterr().err
-
-
-def test_status_without_monitoring_credentials_reports_the_backlog_as_unknown(
-    new_bucket: Any, gcs_emulator: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # GIVEN no usable application-default credentials (so nothing leaves loopback)
-    import os
-
-    os.environ["STORAGE_EMULATOR_HOST"] = gcs_emulator
-    os.environ["GOOGLE_APPLICATION_CREDENTIALS"] = str(tmp_path / "missing.json")
-    # WHEN status is asked for the dead-letter backlog
+    # GIVEN Google's Pub/Sub (no emulator) and no usable credentials, so nothing leaves loopback
+    monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    # WHEN status is asked for the dead letters
     code = main(
         ["status", "gcp", "--bucket", new_bucket.name, "--dead-letter-subscription", SUBSCRIPTION]
     )
-    # THEN counts still print, and the backlog is unknown with a way to look at it
+    # THEN counts still print, and the dead letters are unknown (Cloud Monitoring unreadable)
     lines = capsys.readouterr().out.splitlines()
     assert code == 0
-    assert lines[0] == f"results: 0 .out, 0 .err under gs://{new_bucket.name}/"
-    assert lines[1].startswith("dead letters: unknown (no credentials for Cloud Monitoring")
-    assert f"gcloud pubsub subscriptions pull {SUBSCRIPTION} --limit=10" in lines[1]
+    assert lines[1:] == [
+        "dead letters: unknown",
+        f"results:      0 .out, 0 .err in gs://{new_bucket.name}/",
+    ]
 
 
 class _Monitoring(BaseHTTPRequestHandler):
@@ -145,6 +176,22 @@ def test_backlog_is_the_latest_monitoring_sample(monitoring: str) -> None:
     assert query["interval.startTime"] == ["2026-11-27T11:45:00Z"]
 
 
+def test_off_the_emulator_the_backend_counts_dead_letters_with_monitoring(
+    monitoring: str,
+) -> None:
+    # GIVEN a backend on Google Cloud (not the emulator) and a Monitoring sample of 4
+    _Monitoring.answer = (200, {"timeSeries": [{"points": [point("2026-11-27T11:59:00Z", "4")]}]})
+    backend = GcpJobBackend(
+        dead_letter_subscription=SUBSCRIPTION,
+        on_emulator=False,
+        monitoring_session=requests.Session,
+        monitoring_endpoint=monitoring,
+    )
+    # WHEN the dead letters are counted / THEN Monitoring's sample is the count (no pull)
+    assert backend.dead_letter_count() == 4
+    assert len(_Monitoring.seen) == 1
+
+
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [
@@ -164,3 +211,10 @@ def test_backlog_is_unknown_when_monitoring_cannot_say(
     backlog = dead_letter_backlog(SUBSCRIPTION, requests.Session(), endpoint=monitoring, now=NOW)
     assert backlog.count is None
     assert backlog.detail.startswith(expected)
+    backend = GcpJobBackend(
+        dead_letter_subscription=SUBSCRIPTION,
+        on_emulator=False,
+        monitoring_session=requests.Session,
+        monitoring_endpoint=monitoring,
+    )
+    assert backend.dead_letter_count() is None
