@@ -29,10 +29,10 @@ from botocore.config import Config
 from aws_lambda.batch import process_batch
 from aws_lambda.handler import handle_event
 from aws_lambda.s3_store import MAX_POOL_CONNECTIONS, S3ResultStore
+from aws_lambda.sandbox import moto_server
 from bench._common import time_interleaved, verdict
-from tests.support import moto_server
-from tests.support.aws_faults import canned_response
-from tests.support.servers import free_port, running_server
+from tools.aws_faults import canned_response
+from tools.servers import free_port, running_server
 
 if TYPE_CHECKING:
     from botocore.awsrequest import AWSPreparedRequest, AWSResponse

@@ -39,7 +39,7 @@ from pathlib import Path
 from bench._common import Timing, verdict
 from core.clouds import CLOUDS
 from core.packaging import build_package
-from tests.support.servers import free_port, running_server
+from tools.servers import free_port, running_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TARGET = 1.10

@@ -5,9 +5,10 @@ commands runs."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.clouds import CLOUDS
 from core.errors import AdderError, ConfigError, ProviderUnavailableError
@@ -50,7 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
     for cloud in CLOUDS.values():
         register_package_command(groups, cloud)
         register_job_commands(groups, cloud)
+    _register_sandboxes(commands)
     return parser
+
+
+def _register_sandboxes(commands: argparse._SubParsersAction[Any]) -> None:
+    """``adder sandbox <cloud>`` for each cloud whose registry entry names a sandbox module."""
+    clouds = [cloud for cloud in CLOUDS.values() if cloud.sandbox_module]
+    if not clouds:
+        return
+    text = "run a cloud's stack on this machine, against local emulators"
+    group = commands.add_parser("sandbox", help=text, description=text).add_subparsers(
+        dest="provider", required=True, metavar="PROVIDER"
+    )
+    for cloud in clouds:
+        module = importlib.import_module(str(cloud.sandbox_module))
+        module.register_sandbox_command(group, cloud)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -56,6 +56,9 @@ class Cloud:
     the process environment by default), raising ConfigError for a missing one."""
     root_files: Mapping[str, str] = field(default_factory=dict)
     """Files at the zip's root: archive name -> path relative to the project root."""
+    sandbox_module: str | None = None
+    """Module with ``register_sandbox_command(group, cloud)``: ``adder sandbox <name>`` runs
+    the cloud's stack on this machine (emulators); None when the cloud has no sandbox."""
 
     @property
     def install_hint(self) -> str:
@@ -85,6 +88,7 @@ CLOUDS: Mapping[str, Cloud] = {
             operator_module="aws_lambda.jobs",
             store_factory="aws_lambda.s3_store:store_from_environment",
             extra="aws",
+            sandbox_module="aws_lambda.sandbox.command",
             credential_chain="the AWS default credential chain (environment, ~/.aws/config,"
             " SSO or an IAM role)",
         ),

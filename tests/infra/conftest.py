@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.support.terraform import find_plugin_dir, find_terraform
+from aws_lambda.sandbox.terraform import find_plugin_dir, find_terraform
 from tests.support.tools import require
 
 if TYPE_CHECKING:

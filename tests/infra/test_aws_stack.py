@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 
+from aws_lambda.sandbox import moto_server
+from aws_lambda.sandbox.esm import EventSourceMapping
+from aws_lambda.sandbox.runtime import InvocationError, ZipRuntime
+from aws_lambda.sandbox.terraform import TerraformStack, find_terraform
 from core.cli import main as adder
 from core.clouds import CLOUDS
 from core.packaging import build_package
 from tests.conftest import REPO_ROOT
-from tests.support import moto_server
-from tests.support.esm import EventSourceMapping
-from tests.support.servers import free_port, running_server
-from tests.support.terraform import TerraformStack, find_terraform
 from tests.support.tools import require
-from tests.support.zip_runtime import InvocationError, ZipRuntime
+from tools.servers import free_port, running_server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

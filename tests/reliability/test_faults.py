@@ -2,8 +2,8 @@
 
 Each test pushes a few hundred messages (good tasks, bad tasks, and good tasks whose writes
 always fail) through the real entry point and store adapter of one cloud, with faults injected
-at the SDK's transport: botocore's ``before-send`` seam for S3 (tests/support/aws_faults.py),
-the fault proxy (tests/support/fault_proxy.py) between the SDK and gcp-storage-emulator or
+at the SDK's transport: botocore's ``before-send`` seam for S3 (tools/aws_faults.py),
+the fault proxy (tools/fault_proxy.py) between the SDK and gcp-storage-emulator or
 Azurite for GCS and Blob Storage. Then the ledger: results + error records + dead letters =
 messages, every result exact, and the dead letters exactly the messages whose writes always
 failed.
@@ -39,6 +39,7 @@ from botocore.exceptions import ClientError
 from aws_lambda import handler as lambda_module
 from aws_lambda.s3_store import ATTEMPTS as S3_ATTEMPTS
 from aws_lambda.s3_store import S3ResultStore, default_client_config
+from aws_lambda.sandbox.esm import EventSourceMapping
 from azure_function import function_app
 from azure_function.blob_store import RETRIES, BlobResultStore, default_retry
 from core.cli import main as adder
@@ -48,9 +49,8 @@ from tests.integration.azure.conftest import ACCOUNT, connection_string
 from tests.integration.azure.messages import make_message, registered_function
 from tests.integration.gcp.conftest import function_running
 from tests.reliability.ledger import Row
-from tests.support.aws_faults import S3PutFaults
-from tests.support.esm import EventSourceMapping
-from tests.support.fault_proxy import FaultProxy, FaultRule, Mode
+from tools.aws_faults import S3PutFaults
+from tools.fault_proxy import FaultProxy, FaultRule, Mode
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

@@ -18,8 +18,8 @@ import pytest
 
 from core.config import load_config
 from tests.conftest import REPO_ROOT
-from tools.tfschema.hcl import Block, Body, parse_file, parse_text, unquote
 from tests.reliability.ledger import Row
+from tools.tfschema.hcl import Block, Body, parse_file, parse_text, unquote
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

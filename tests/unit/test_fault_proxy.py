@@ -1,4 +1,4 @@
-"""The fault proxy (tests/support/fault_proxy.py) against a tiny local HTTP server.
+"""The fault proxy (tools/fault_proxy.py) against a tiny local HTTP server.
 
 Forwarding must be byte-exact in both directions (target, headers, bodies in every framing),
 keep-alive must work on both sides, and rules must fire exactly as specified, with exact counts:
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.support.fault_proxy import FaultProxy, FaultRule
-from tests.support.servers import free_port
+from tools.fault_proxy import FaultProxy, FaultRule
+from tools.servers import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -1,4 +1,4 @@
-"""The patched moto launcher (tests/support/moto_server.py) must answer exactly as stock moto.
+"""The patched moto launcher (aws_lambda/sandbox/moto_server.py) must answer exactly as stock moto.
 
 Its patches are speed-ups only; every AWS test and benchmark trusts that. Each check runs in
 a fresh interpreter, since the patches change moto's classes for the whole process.
@@ -21,7 +21,7 @@ SNAPSHOT = textwrap.dedent(
     import json, sys, time
     from moto.backends import list_of_moto_modules
     from moto.sqs.models import sqs_backends
-    from tests.support import moto_server
+    from aws_lambda.sandbox import moto_server
 
     backend = sqs_backends["123456789012"]["us-east-1"]
     queue = backend.create_queue("q", VisibilityTimeout="30")

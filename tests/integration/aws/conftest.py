@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import boto3
 import pytest
 
+from aws_lambda.sandbox import moto_server
 from tests.conftest import REPO_ROOT
-from tests.support import moto_server
-from tests.support.servers import free_port, running_server
+from tools.servers import free_port, running_server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -9,10 +9,10 @@ import pytest
 
 from aws_lambda import handler as lambda_module
 from aws_lambda.s3_store import S3ResultStore
+from aws_lambda.sandbox.esm import LambdaContext
 from tests.conftest import load_event
 from tests.integration.aws.conftest import all_keys, read_object
-from tests.support.aws_faults import S3PutFaults
-from tests.support.esm import LambdaContext
+from tools.aws_faults import S3PutFaults
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

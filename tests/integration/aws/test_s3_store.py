@@ -11,7 +11,7 @@ from aws_lambda.s3_store import S3ResultStore, default_client_config
 from core.errors import StoreWriteError
 from tests.integration.aws.conftest import read_object
 from tests.store_contract import Reader, ResultStoreContract
-from tests.support.servers import free_port
+from tools.servers import free_port
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

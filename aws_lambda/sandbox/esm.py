@@ -1,4 +1,5 @@
-"""Drive a Lambda handler the way the SQS event source mapping does, against a real queue.
+"""Drive a Lambda handler the way the SQS event source mapping does, against a real queue
+(``adder sandbox aws``, the tests).
 
 Receive a batch, build the SQS event Lambda would build, call the handler, delete the records
 it did not report as failures, and leave the failures to reappear after the visibility

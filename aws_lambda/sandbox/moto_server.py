@@ -1,6 +1,7 @@
-"""``python -m tests.support.moto_server -H HOST -p PORT``: moto's own server, with the hot
-spots that a profile of it under load shows made cheaper, so that tests of tens of thousands
-of messages run and its costs take the shape of SQS's (a request costs; queue length does not).
+"""``python -m aws_lambda.sandbox.moto_server -H HOST -p PORT``: moto's own server, with the
+hot spots that a profile of it under load shows made cheaper, so that runs of tens of thousands
+of messages (``adder sandbox aws``, the tests, the benchmarks) finish and its costs take the
+shape of SQS's (a request costs; queue length does not).
 
 moto (5.x) answers every SendMessage by building all queue attributes (to read one flag),
 and three of them count messages by scanning the whole queue, each check converting a
@@ -25,9 +26,19 @@ Measured in-process (2 cores, moto 5.2.5): SendMessage 3.9 -> 1.6 ms, SendMessag
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
+import signal
+import sys
 import time
 from typing import Any
+
+LATENCY_ENV = "ADDER_MOTO_LATENCY_MS"
+"""When set, milliseconds every answer waits first (see :func:`patch_latency`)."""
+PARENT_PID_ENV = "ADDER_PARENT_PID"
+"""When set (to the starter's pid), the server stops when that process dies, even by kill -9."""
+_PR_SET_PDEATHSIG = 1
 
 COUNT_CACHE_SECONDS = 0.25
 COUNT_PROPERTIES = (
@@ -92,21 +103,53 @@ def patch_dispatch() -> None:
     backends.list_of_moto_modules = lambda: iter(modules)
 
 
+def patch_latency(milliseconds: float) -> None:
+    """Wait ``milliseconds`` (sleeping: no CPU) before answering each request, the shape of a
+    real service's round trip, for benchmarks that compare waiting clients (``$LATENCY_ENV``)."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    answer = DomainDispatcherApplication.__call__
+    seconds = milliseconds / 1000.0
+
+    def delayed(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+        time.sleep(seconds)
+        return answer(self, environ, start_response)
+
+    DomainDispatcherApplication.__call__ = delayed  # type: ignore[method-assign]
+
+
 def main() -> None:
-    """Patch, then hand over to moto's own command line."""
+    """Patch, then hand over to moto's own command line (dying with its parent when started
+    with ``$ADDER_PARENT_PID`` set, see :func:`die_with_parent`)."""
+    parent = os.environ.get(PARENT_PID_ENV, "")
+    if parent.isdigit():
+        die_with_parent(int(parent))
     patch_sqs()
     patch_dispatch()
+    latency = float(os.environ.get(LATENCY_ENV) or 0)
+    if latency > 0:
+        patch_latency(latency)
     from moto.server import main as moto_main
 
     moto_main()
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGTERM this process when ``parent_pid`` (its parent) dies (Linux;
+    elsewhere a best effort), and exit now if it is already gone."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    if os.getppid() != parent_pid:
+        sys.exit(1)
+
+
+def command(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The command line that starts this patched moto server on ``host:port``."""
+    return [sys.executable, "-m", "aws_lambda.sandbox.moto_server", "-H", host, "-p", str(port)]
+
+
 if __name__ == "__main__":
     main()
-
-
-def command(port: int) -> list[str]:
-    """The command line that starts this patched moto server on ``127.0.0.1:port``."""
-    import sys
-
-    return [sys.executable, "-m", "tests.support.moto_server", "-H", "127.0.0.1", "-p", str(port)]
