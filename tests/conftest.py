@@ -17,9 +17,11 @@ EVENTS_DIR = Path(__file__).resolve().parent / "events"
 
 
 @pytest.fixture(autouse=True)
-def isolate_environment() -> Iterator[None]:
-    """Restore ``os.environ`` after every test, whatever the test changed."""
+def isolate_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Restore ``os.environ`` after every test, whatever the test changed; job manifests go
+    to a directory of the test's own (``$ADDER_JOBS_DIR``), never the repository's."""
     saved = dict(os.environ)
+    os.environ["ADDER_JOBS_DIR"] = str(tmp_path_factory.mktemp("jobs"))
     try:
         yield
     finally:

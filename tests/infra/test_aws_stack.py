@@ -220,17 +220,16 @@ def test_tasks_submitted_to_the_deployed_queue_end_as_results_errors_or_dead_let
     good = [{"id": f"t{i}", "data": {"num1": i, "num2": 10**30}} for i in range(50)]
     tasks.write_text("".join(json.dumps(t) + "\n" for t in good) + "not json\n")
     try:
-        # WHEN tasks are submitted with the CLI and delivered like the event source mapping
+        # WHEN tasks are submitted with the CLI, its settings read from the applied stack's
+        # outputs, and delivered like the event source mapping
         code = adder(
             [
                 "submit",
                 "aws",
-                "--queue-url",
-                outputs["queue_url"],
+                "--stack",
+                str(deployed.stack.work_dir),
                 "--endpoint-url",
                 deployed.endpoint,
-                "--region",
-                REGION,
                 "--no-progress",
                 str(tasks),
             ]
@@ -252,7 +251,18 @@ def test_tasks_submitted_to_the_deployed_queue_end_as_results_errors_or_dead_let
     keys = [o["Key"] for o in deployed.s3.list_objects_v2(Bucket=bucket)["Contents"]]
     assert len(keys) == 51 and all(k.startswith("results/") for k in keys)
     assert sum(k.endswith(".err") for k in keys) == 1
-    assert "sent 51 messages" in capsys.readouterr().out
+    assert "sent 51 tasks" in capsys.readouterr().out
+    # AND watch accounts for every task (one rejected: exit 1), and fetch brings back exactly
+    # the files the local runner writes for the same tasks
+    job = ["--job", "tasks", "--endpoint-url", deployed.endpoint, "--no-progress"]
+    assert adder(["watch", "aws", *job, "--interval", "0.2", "--timeout", "60"]) == 1
+    assert "50 succeeded, 1 rejected" in capsys.readouterr().out
+    assert adder(["fetch", "aws", *job, "--into", str(tmp_path / "fetched")]) == 0
+    assert adder(["run", "--tasks", str(tasks), "--results-dir", str(tmp_path / "local"),
+                  "--no-progress"]) == 1
+    local = {p.name: p.read_bytes() for p in (tmp_path / "local").iterdir()}
+    fetched = {p.name: p.read_bytes() for p in (tmp_path / "fetched").iterdir()}
+    assert fetched == local and len(fetched) == 51
 
 
 def test_a_task_whose_write_always_fails_ends_in_the_dead_letter_queue(

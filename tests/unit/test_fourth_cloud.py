@@ -83,6 +83,7 @@ def test_a_fourth_cloud_gets_every_job_command_from_its_registry_entry(
     # GIVEN a registry entry whose operator module gives settings and an in-memory backend
     monkeypatch.setitem(CLOUDS, "fourth", FOURTH)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ADDER_JOBS_DIR")  # manifests in .adder/jobs of the working directory
     fourth_cloud_ops.BACKENDS.clear()
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text(
