@@ -31,7 +31,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from aws_lambda.jobs import AwsJobBackend
+from aws_lambda.job_backend import AwsJobBackend
 from aws_lambda.sandbox import moto_server
 from bench._common import time_interleaved, verdict
 from core.ops.fetch import fetch

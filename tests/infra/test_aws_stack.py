@@ -258,8 +258,19 @@ def test_tasks_submitted_to_the_deployed_queue_end_as_results_errors_or_dead_let
     assert adder(["watch", "aws", *job, "--interval", "0.2", "--timeout", "60"]) == 1
     assert "50 succeeded, 1 rejected" in capsys.readouterr().out
     assert adder(["fetch", "aws", *job, "--into", str(tmp_path / "fetched")]) == 0
-    assert adder(["run", "--tasks", str(tasks), "--results-dir", str(tmp_path / "local"),
-                  "--no-progress"]) == 1
+    assert (
+        adder(
+            [
+                "run",
+                "--tasks",
+                str(tasks),
+                "--results-dir",
+                str(tmp_path / "local"),
+                "--no-progress",
+            ]
+        )
+        == 1
+    )
     local = {p.name: p.read_bytes() for p in (tmp_path / "local").iterdir()}
     fetched = {p.name: p.read_bytes() for p in (tmp_path / "fetched").iterdir()}
     assert fetched == local and len(fetched) == 51

@@ -30,7 +30,7 @@ import requests
 from google.api_core.exceptions import NotFound
 
 from aws_lambda.handler import handle_event
-from aws_lambda.jobs import AwsJobBackend
+from aws_lambda.job_backend import AwsJobBackend
 from aws_lambda.s3_store import S3ResultStore, default_client_config
 from core.ops.manifest import Manifest
 from core.ops.submit import submit

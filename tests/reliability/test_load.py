@@ -2,8 +2,8 @@
 
 ``load_messages()`` tasks ($ADDER_LOAD_MESSAGES: 20,000 in an ordinary run and CI, 100,000 for
 ``python -m tests.reliability.report``), 1% of them bad, go to a moto SQS queue through the
-submit command's code path (``core.ops.submit.submit`` over ``aws_lambda.jobs``) in waves of
-1,000: moto's ReceiveMessage and DeleteMessage cost grows with the queue's length, so the next
+submit command's code path (``core.ops.submit.submit`` over ``aws_lambda.job_backend``) in waves
+of 1,000: moto's ReceiveMessage and DeleteMessage cost grows with the queue's length, so the next
 wave is sent once no more than 300 messages wait or are in flight. Meanwhile four pollers
 deliver them the way the event source mapping does (aws_lambda/sandbox/esm.py) to the real handler,
 which writes with the production S3 client while botocore's transport fails a seeded 1% of the
@@ -29,7 +29,7 @@ import boto3
 import pytest
 
 from aws_lambda import handler as lambda_module
-from aws_lambda.jobs import AwsJobBackend
+from aws_lambda.job_backend import AwsJobBackend
 from aws_lambda.s3_store import S3ResultStore
 from aws_lambda.sandbox import moto_server
 from aws_lambda.sandbox.esm import EventSourceMapping

@@ -28,7 +28,7 @@ from azure.servicebus._pyamqp.message import Message, Properties
 from azure.servicebus.exceptions import MessageLockLostError, MessagingEntityNotFoundError
 from azure.servicebus.management import ServiceBusAdministrationClient
 
-from azure_function.jobs import ServiceBusParts, message_body
+from azure_function.job_backend import ServiceBusParts, message_body
 
 if TYPE_CHECKING:
     from azure.core.pipeline.transport import HttpRequest

@@ -38,17 +38,14 @@ from azure.servicebus.exceptions import (
 )
 
 from azure_function import jobs
+from azure_function.job_backend import AzureJobBackend, message_body
+from azure_function.job_errors import LOGIN, namespace_resource, queue_resource, translate_error
 from azure_function.jobs import (
-    NO_CREDENTIALS,
-    AzureJobBackend,
-    Place,
     check_credential,
     default_credential,
     fully_qualified_namespace,
-    message_body,
     namespace_of_connection_string,
     open_backend,
-    translate_error,
 )
 from core.errors import CloudUnavailableError, ConfigError, ProviderUnavailableError
 from core.ops.target import resolve_target
@@ -58,7 +55,10 @@ from tests.support.azure_service_bus import CONNECTION_STRING, FakeServiceBus
 if TYPE_CHECKING:
     from core.ops.target import Target
 
-PLACE = Place("Service Bus queue 'tasks' on sb-x", "check --queue", "grant the role")
+QUEUE = queue_resource("tasks", "sb-x")
+NO_CREDENTIALS = f"no usable credentials for Service Bus queue 'tasks' on sb-x: {LOGIN}"
+CHECK = "check --queue and --namespace (or --connection-string)"
+ROLES = "the caller needs 'Azure Service Bus Data Sender' and 'Data Receiver' on the queue"
 AZURE_ENV = (
     "SERVICEBUS_CONNECTION__fullyQualifiedNamespace",
     "TASK_QUEUE_NAME",
@@ -75,46 +75,92 @@ def response(status: int) -> SimpleNamespace:
     return SimpleNamespace(status_code=status, reason="canned")
 
 
-# --- translate_error ---------------------------------------------------------------------------
+# --- translate_error (job_errors) -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("error", "starts"),
+    ("error", "starts", "fix"),
     [
         (
             MessagingEntityNotFoundError(message="gone"),
-            "Service Bus queue 'tasks' on sb-x does not",
+            "Service Bus queue 'tasks' on sb-x does not exist (gone)",
+            f": {CHECK}",
         ),
-        (ServiceBusCommunicationError(message="ns?"), "cannot reach Service Bus queue"),
-        (ServiceBusAuthenticationError(message="sas"), "access to Service Bus queue"),
-        (ServiceBusAuthorizationError(message="claims"), "access to Service Bus queue"),
-        (MessagingEntityDisabledError(message="off"), "Service Bus queue 'tasks' on sb-x is disab"),
+        (
+            ServiceBusCommunicationError(message="ns?"),
+            "cannot reach Service Bus queue 'tasks' on sb-x (ns?)",
+            f": {CHECK}, and the network",
+        ),
+        (
+            ServiceBusAuthenticationError(message="sas"),
+            "access denied to Service Bus queue 'tasks' on sb-x (sas)",
+            f": {ROLES} (or a connection string with Send and Listen)",
+        ),
+        (
+            ServiceBusAuthorizationError(message="claims"),
+            "access denied to Service Bus queue 'tasks' on sb-x (claims)",
+            "(or a connection string with Send and Listen)",
+        ),
+        (
+            MessagingEntityDisabledError(message="off"),
+            "Service Bus queue 'tasks' on sb-x refused the request",
+            "(it is disabled, enable it: off)",
+        ),
         (
             ServiceBusConnectionError(
                 message="Failed to initiate the connection due to exception: "
                 "[Errno -2] Name or service not known"
             ),
             "cannot reach Service Bus queue 'tasks' on sb-x ([Errno -2] Name or service not known)",
+            f": {CHECK}, and the network",
         ),
         (
             ResourceNotFoundError(message="ContainerNotFound"),
-            "Service Bus queue 'tasks' on sb-x does",
+            "Service Bus queue 'tasks' on sb-x does not exist (ContainerNotFound)",
+            f": {CHECK}",
         ),
-        (ClientAuthenticationError(message="no", response=response(403)), "access to Service Bus"),
-        (HttpResponseError(message="forbidden", response=response(403)), "access to Service Bus"),
-        (HttpResponseError(message="bad", response=response(400)), "Service Bus queue 'tasks' on"),
-        (ServiceRequestError("HTTPConnectionPool: [Errno 111] Connection refused"), "cannot reach"),
-        (CredentialUnavailableError(message="DefaultAzureCredential failed"), NO_CREDENTIALS),
-        (ClientAuthenticationError(message="token request failed"), NO_CREDENTIALS),
-        (ValueError("bad url"), "invalid settings for Service Bus queue"),
+        (
+            ClientAuthenticationError(message="no", response=response(403)),
+            "access denied to Service Bus queue 'tasks' on sb-x (no)",
+            "(or a connection string with Send and Listen)",
+        ),
+        (
+            HttpResponseError(message="forbidden", response=response(403)),
+            "access denied to Service Bus queue 'tasks' on sb-x (forbidden)",
+            "(or a connection string with Send and Listen)",
+        ),
+        (
+            HttpResponseError(message="bad", response=response(400)),
+            "Service Bus queue 'tasks' on sb-x refused the request",
+            "(bad)",
+        ),
+        (
+            ServiceRequestError("HTTPConnectionPool: [Errno 111] Connection refused"),
+            "cannot reach Service Bus queue 'tasks' on sb-x ([Errno 111] Connection refused)",
+            f": {CHECK}, and the network",
+        ),
+        (
+            CredentialUnavailableError(message="DefaultAzureCredential failed"),
+            NO_CREDENTIALS,
+            NO_CREDENTIALS,
+        ),
+        (ClientAuthenticationError(message="token request failed"), NO_CREDENTIALS, NO_CREDENTIALS),
+        (
+            ValueError("bad url"),
+            "Service Bus queue 'tasks' on sb-x refused the request",
+            "(bad url)",
+        ),
     ],
 )
-def test_errors_no_retry_can_fix_are_one_line_config_errors(error: Exception, starts: str) -> None:
+def test_errors_no_retry_can_fix_are_one_line_config_errors(
+    error: Exception, starts: str, fix: str
+) -> None:
     # GIVEN an SDK error of a kind no retry can fix / WHEN translated
-    translated = translate_error(error, PLACE)
-    # THEN it is a ConfigError of one line that says what and where
+    translated = translate_error(error, QUEUE)
+    # THEN it is a ConfigError of one line that says what, where, and how to fix it
     assert isinstance(translated, ConfigError)
     assert str(translated).startswith(starts)
+    assert str(translated).endswith(fix)
     assert "\n" not in str(translated)
 
 
@@ -133,9 +179,9 @@ def test_errors_no_retry_can_fix_are_one_line_config_errors(error: Exception, st
 )
 def test_errors_another_try_may_fix_are_cloud_unavailable(error: Exception) -> None:
     # GIVEN a transient SDK error / WHEN translated / THEN "try again", in one line
-    translated = translate_error(error, PLACE)
+    translated = translate_error(error, QUEUE)
     assert isinstance(translated, CloudUnavailableError)
-    assert str(translated).startswith("Service Bus queue 'tasks' on sb-x: ")
+    assert str(translated).startswith("Service Bus queue 'tasks' on sb-x: try again later (")
     assert "\n" not in str(translated)
 
 
@@ -147,18 +193,19 @@ def test_a_credential_failure_inside_another_error_is_no_credentials() -> None:
         except CredentialUnavailableError as cause:
             raise ServiceBusAuthenticationError(message="CBS failed") from cause
     except ServiceBusAuthenticationError as error:
-        translated = translate_error(error, PLACE)
+        translated = translate_error(error, QUEUE)
     # THEN the user reads the one credentials line, not the chain's report
+    assert isinstance(translated, ConfigError)
     assert str(translated) == NO_CREDENTIALS
 
 
-def test_project_errors_pass_and_bugs_are_raised_again() -> None:
-    # GIVEN a project error and a programming error
-    already = CloudUnavailableError("x")
-    # THEN the first is kept as it is, the second is not disguised as a cloud failure
-    assert translate_error(already, PLACE) is already
-    with pytest.raises(TypeError):
-        translate_error(TypeError("bug"), PLACE)
+def test_bugs_are_raised_again() -> None:
+    # GIVEN a programming error / WHEN translated
+    bug = TypeError("bug")
+    # THEN it is not disguised as a cloud failure: the same exception is raised
+    with pytest.raises(TypeError) as raised:
+        translate_error(bug, QUEUE)
+    assert raised.value is bug
 
 
 # --- credentials -------------------------------------------------------------------------------
@@ -194,10 +241,14 @@ def test_no_credentials_is_one_line_and_prints_no_report(
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.setenv("HOME", str(tmp_path))
     # WHEN a token is asked for
+    namespace = namespace_resource("sb-x.servicebus.windows.net")
     with pytest.raises(ConfigError) as raised:
-        check_credential(default_credential(), jobs.SERVICE_BUS_SCOPE)
-    # THEN the error is the one line, and the credential chain's report went nowhere
-    assert str(raised.value) == NO_CREDENTIALS
+        check_credential(default_credential(), jobs.SERVICE_BUS_SCOPE, namespace)
+    # THEN the error is the one line naming the namespace and how to log in, and the
+    # credential chain's report went nowhere
+    assert str(raised.value) == (
+        f"no usable credentials for Service Bus namespace sb-x.servicebus.windows.net: {LOGIN}"
+    )
     captured = capsys.readouterr()
     assert "EnvironmentCredential" not in captured.err + captured.out
 
@@ -307,7 +358,8 @@ def test_missing_sdk_is_provider_unavailable(monkeypatch: pytest.MonkeyPatch) ->
 def test_importing_the_module_imports_no_sdk() -> None:
     # WHEN azure_function.jobs is imported in a fresh interpreter
     done = subprocess.run(
-        [sys.executable, "-c", "import sys, azure_function.jobs; "
+        [sys.executable, "-c", "import sys, azure_function.jobs, azure_function.job_backend, "
+         "azure_function.job_errors; "
          "print(sorted(m for m in sys.modules if m.startswith('azure.')))"],
         capture_output=True, text=True, cwd=REPO_ROOT, check=True,
     )  # fmt: skip
@@ -386,8 +438,12 @@ def test_counts_without_manage_rights_are_unknown_with_one_note() -> None:
 def test_counts_of_a_missing_queue_are_a_config_error() -> None:
     # GIVEN a queue the namespace does not have / WHEN counted / THEN ConfigError
     backend = AzureJobBackend(FakeServiceBus(exists=False).parts())
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError) as raised:
         backend.dead_letter_count()
+    assert str(raised.value).startswith(
+        "Service Bus queue 'tasks' on sb-test.servicebus.windows.net does not exist ("
+    )
+    assert str(raised.value).endswith(f": {CHECK}")
 
 
 def test_a_backend_without_a_part_says_which_setting_is_missing() -> None:

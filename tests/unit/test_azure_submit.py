@@ -27,7 +27,7 @@ from azure.servicebus._pyamqp.error import AMQPConnectionError, AMQPLinkError, E
 from azure.servicebus._transport._pyamqp_transport import PyamqpTransport
 
 from azure_function import jobs
-from azure_function.jobs import BATCH_HEADROOM_BYTES, AzureJobBackend, ServiceBusParts
+from azure_function.job_backend import BATCH_HEADROOM_BYTES, AzureJobBackend, ServiceBusParts
 from core.cli import main
 from core.errors import CloudUnavailableError, ConfigError
 
@@ -211,6 +211,7 @@ def test_a_batch_that_keeps_failing_is_transient_and_nothing_is_sent(
         backend.send_batch(tasks(10))
     assert broker.transfers == []
     assert broker.attempts == 2
+    assert str(raised.value).startswith(f"Service Bus queue 'tasks' on {NAMESPACE}: try again")
     assert "\n" not in str(raised.value)
 
 
@@ -250,8 +251,11 @@ def test_a_link_refused_is_access_denied(broker: FakeBroker, backend: AzureJobBa
     with pytest.raises(ConfigError) as raised:
         backend.send_batch(tasks(25))
     assert broker.transfers == []
-    assert "denied" in str(raised.value)
-    assert "Azure Service Bus Data Sender" in str(raised.value)
+    assert str(raised.value).startswith(
+        f"access denied to Service Bus queue 'tasks' on {NAMESPACE}"
+    )
+    assert "the caller needs 'Azure Service Bus Data Sender'" in str(raised.value)
+    assert "\n" not in str(raised.value)
 
 
 def test_a_task_too_large_for_a_message_is_refused_and_the_rest_sent(

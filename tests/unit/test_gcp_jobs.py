@@ -1,5 +1,6 @@
-"""``gcp_function.jobs`` without a network: error translation, names, and the backend's
-answers to what its clients (small stand-ins with the SDK's method shapes) return."""
+"""The Google Cloud operator modules without a network: error translation (``job_errors``),
+names (``jobs``), and the backend's (``job_backend``) answers to what its clients (small
+stand-ins with the SDK's method shapes) return."""
 
 from __future__ import annotations
 
@@ -21,17 +22,11 @@ from google.cloud.pubsub_v1.publisher import (  # type: ignore[import-untyped]
 
 from core.cli import main
 from core.errors import CloudUnavailableError, ConfigError
-from core.ops.backend import DeadLetter
+from core.ops.backend import DeadLetter, RecordInfo
 from core.ops.target import Target
-from gcp_function.jobs import (
-    LOGIN_HINT,
-    MAX_REQUEST_BYTES,
-    GcpJobBackend,
-    Resource,
-    cloud_error,
-    full_name,
-    open_backend,
-)
+from gcp_function.job_backend import MAX_REQUEST_BYTES, GcpJobBackend
+from gcp_function.job_errors import LOGIN, bucket_resource, topic_resource, translate_error
+from gcp_function.jobs import full_name, open_backend
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -43,48 +38,60 @@ MessageTooLargeError: Any = publisher_exceptions.MessageTooLargeError
 
 TOPIC = "projects/p/topics/adder-tasks"
 DEAD = "projects/p/subscriptions/adder-dead"
-TOPIC_RESOURCE = Resource(f"Pub/Sub topic {TOPIC}", "topic", "roles/pubsub.publisher", "h:1")
-BUCKET_RESOURCE = Resource("bucket gs://b", "bucket", "roles/storage.objectViewer", "h:2")
+TOPIC_RESOURCE = topic_resource(TOPIC, None)
+BUCKET_RESOURCE = bucket_resource("b", "http://h:2")  # on a storage emulator
+TOPIC_FIX = "check --topic, the stack's topic_id or the config's queue_name (and the project)"
+NO_CREDENTIALS = f"no usable credentials for Pub/Sub topic {TOPIC}: {LOGIN}"
 
 
-# ----------------------------------------------------------------------------- cloud_error
+# ----------------------------------------------------------------------------- translate_error
 
 
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
-        (
-            auth.DefaultCredentialsError("File /x/key.json was not found."),
-            f"no Google credentials: {LOGIN_HINT}",
-        ),
+        (auth.DefaultCredentialsError("File /x/key.json was not found."), NO_CREDENTIALS),
         (
             auth.RefreshError(
                 "invalid_grant: token SECRET-abc expired", {"access_token": "SECRET"}
             ),
-            f"Google refused the credentials (RefreshError): {LOGIN_HINT}",
+            NO_CREDENTIALS,
         ),
-        (exceptions.Unauthenticated("bad token SECRET"), "Google refused the credentials"),
+        (exceptions.Unauthenticated("bad token SECRET"), NO_CREDENTIALS),
         (
             exceptions.NotFound("Topic not found"),
-            f"Pub/Sub topic {TOPIC} does not exist: check --topic, the stack's topic_id, "
-            "the config's queue_name (and the project)",
+            f"Pub/Sub topic {TOPIC} does not exist (NotFound: 404 Topic not found): {TOPIC_FIX}",
         ),
         (
             exceptions.PermissionDenied("User not authorized"),
-            f"access denied to Pub/Sub topic {TOPIC}: the credentials need roles/pubsub.publisher",
+            f"access denied to Pub/Sub topic {TOPIC} (PermissionDenied: 403 User not "
+            "authorized): the caller needs roles/pubsub.publisher on it",
         ),
-        (exceptions.InvalidArgument("Invalid [topics] name"), f"Pub/Sub topic {TOPIC} was refused"),
+        (
+            exceptions.InvalidArgument("Invalid [topics] name"),
+            f"Pub/Sub topic {TOPIC} refused the request (InvalidArgument: 400 Invalid [topics] "
+            "name)",
+        ),
     ],
     ids=["no-credentials", "refresh", "unauthenticated", "not-found", "denied", "bad-name"],
 )
 def test_errors_no_retry_can_fix_are_one_line_config_errors(
     error: Exception, expected: str
 ) -> None:
-    problem = cloud_error(error, TOPIC_RESOURCE)
+    problem = translate_error(error, TOPIC_RESOURCE)
     assert isinstance(problem, ConfigError)
-    assert str(problem).startswith(expected)
-    assert "\n" not in str(problem)
+    assert str(problem) == expected
     assert "SECRET" not in str(problem)
+
+
+def test_an_emulator_address_is_named_with_its_variable() -> None:
+    on_emulator = topic_resource(TOPIC, "127.0.0.1:8085")
+    problem = translate_error(exceptions.NotFound("Topic not found"), on_emulator)
+    assert str(problem).startswith(f"Pub/Sub topic {TOPIC} at 127.0.0.1:8085 does not exist (")
+    assert str(problem).endswith(
+        "check --topic, the stack's topic_id or the config's queue_name "
+        "(and the project and $PUBSUB_EMULATOR_HOST)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -102,13 +109,18 @@ def test_an_endpoint_never_reached_is_a_config_error_and_later_a_transient_one(
     error: Exception,
 ) -> None:
     # WHEN the service never answered yet / THEN no retry fixes it: a wrong address
-    first = cloud_error(error, BUCKET_RESOURCE, reached=False)
+    first = translate_error(error, BUCKET_RESOURCE, reached=False)
     assert isinstance(first, ConfigError)
-    assert str(first).startswith("cannot reach h:2 for bucket gs://b (")
+    assert str(first).startswith("cannot reach bucket gs://b at http://h:2 (")
+    assert str(first).endswith(
+        "check --bucket, the stack's results_bucket or the config's result_bucket "
+        "(and $STORAGE_EMULATOR_HOST), and the network"
+    )
+    assert "\n" not in str(first)
     # WHEN it answered before / THEN another try may work
-    later = cloud_error(error, BUCKET_RESOURCE, reached=True)
+    later = translate_error(error, BUCKET_RESOURCE, reached=True)
     assert isinstance(later, CloudUnavailableError)
-    assert str(later).startswith("bucket gs://b: ")
+    assert str(later).startswith("bucket gs://b at http://h:2: try again later (")
 
 
 @pytest.mark.parametrize(
@@ -120,12 +132,16 @@ def test_an_endpoint_never_reached_is_a_config_error_and_later_a_transient_one(
     ],
 )
 def test_server_errors_and_throttling_are_transient(error: Exception) -> None:
-    assert isinstance(cloud_error(error, TOPIC_RESOURCE, reached=False), CloudUnavailableError)
+    problem = translate_error(error, TOPIC_RESOURCE, reached=False)
+    assert isinstance(problem, CloudUnavailableError)
+    assert str(problem).startswith(f"Pub/Sub topic {TOPIC}: try again later (")
 
 
 def test_a_bug_is_not_disguised_as_a_cloud_error() -> None:
     bug = KeyError("no such key")
-    assert cloud_error(bug, TOPIC_RESOURCE) is bug
+    with pytest.raises(KeyError) as raised:
+        translate_error(bug, TOPIC_RESOURCE)
+    assert raised.value is bug
 
 
 # ----------------------------------------------------------------------------- names
@@ -267,8 +283,34 @@ def test_a_page_that_fails_is_a_project_error() -> None:
 
     storage = SimpleNamespace(list_blobs=lambda *_, **__: SimpleNamespace(pages=pages()))
     backend = GcpJobBackend(bucket="b", storage=storage)
-    with pytest.raises(CloudUnavailableError):
+    with pytest.raises(CloudUnavailableError) as raised:
         list(backend.list_records())  # the first page reached the service
+    assert "bucket gs://b" in str(raised.value)
+    assert "try again later (ServiceUnavailable: 503 blip)" in str(raised.value)
+
+
+def test_a_bug_while_listing_is_not_swallowed() -> None:
+    def pages() -> Any:
+        yield [SimpleNamespace(name="a.out")]  # no size: the code reading it is wrong
+
+    storage = SimpleNamespace(list_blobs=lambda *_, **__: SimpleNamespace(pages=pages()))
+    with pytest.raises(AttributeError):
+        list(GcpJobBackend(bucket="b", storage=storage).list_records())
+
+
+def test_a_record_deleted_since_it_was_listed_is_transient_and_named() -> None:
+    def download_as_bytes(**_: Any) -> bytes:
+        raise exceptions.NotFound("No such object")
+
+    gone = SimpleNamespace(download_as_bytes=download_as_bytes)
+    storage = SimpleNamespace(
+        bucket=lambda _: SimpleNamespace(blob=lambda _: gone), close=lambda: None
+    )
+    backend = GcpJobBackend(bucket="b", prefix="run", storage=storage)
+    with pytest.raises(CloudUnavailableError) as raised:
+        backend.read_record(RecordInfo("a", ".out", "run/a.out", 3))
+    assert "bucket gs://b" in str(raised.value)
+    assert "run/a.out is gone, deleted since it was listed?" in str(raised.value)
 
 
 # ----------------------------------------------------------------------------- dead letters
@@ -359,8 +401,8 @@ def no_google(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         ("redrive", {"topic": TOPIC}, "adder redrive gcp needs dead letter subscription"),
         ("fetch", {}, "adder fetch gcp needs bucket: give --bucket"),
         ("submit", {"topic": "adder-tasks"}, "the bare topic name 'adder-tasks' needs the project"),
-        ("fetch", {"bucket": "b"}, f"no Google credentials: {LOGIN_HINT}"),
-        ("submit", {"topic": TOPIC}, f"no Google credentials: {LOGIN_HINT}"),
+        ("fetch", {"bucket": "b"}, f"no usable credentials for Google Cloud: {LOGIN}"),
+        ("submit", {"topic": TOPIC}, f"no usable credentials for Google Cloud: {LOGIN}"),
     ],
 )
 def test_open_backend_says_what_is_missing_before_any_call(
@@ -376,13 +418,14 @@ def test_without_credentials_adder_fetch_is_one_line_exit_2(
 ) -> None:
     code = main(["fetch", "gcp", "--bucket", "b", "--into", str(tmp_path / "r")])
     assert code == 2
-    assert capsys.readouterr().err == f"error: no Google credentials: {LOGIN_HINT}\n"
+    assert capsys.readouterr().err == f"error: no usable credentials for Google Cloud: {LOGIN}\n"
 
 
-def test_importing_the_module_imports_no_google_sdk() -> None:
+def test_importing_the_modules_imports_no_google_sdk() -> None:
     # (the bare ``google`` and ``google.cloud`` namespaces come with the interpreter's .pth files)
     code = (
-        "import sys; before = set(sys.modules); import gcp_function.jobs; "
+        "import sys; before = set(sys.modules); import gcp_function.jobs, "
+        "gcp_function.job_backend, gcp_function.job_errors, gcp_function.job_backlog; "
         "print(sorted(m for m in set(sys.modules) - before if m.startswith(('google', 'grpc'))))"
     )
     out = subprocess.run(

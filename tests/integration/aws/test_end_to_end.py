@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from aws_lambda import handler as lambda_module
-from aws_lambda.jobs import AwsJobBackend
+from aws_lambda.job_backend import AwsJobBackend
 from aws_lambda.s3_store import S3ResultStore
 from aws_lambda.sandbox import moto_server
 from aws_lambda.sandbox.esm import EventSourceMapping

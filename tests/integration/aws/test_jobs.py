@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import boto3
 import pytest
 
-from aws_lambda.jobs import AwsJobBackend, make_clients
+from aws_lambda.job_backend import AwsJobBackend
+from aws_lambda.jobs import make_clients
 from aws_lambda.sandbox import moto_server
 from core.cli import main as adder
 from core.errors import ConfigError
@@ -409,7 +410,10 @@ def test_no_credentials_is_one_line(tmp_path: Path, aws_env: str, queues: Queues
         tmp_path,
     )
     assert_one_line_config_error(
-        done, seconds, "no usable AWS credentials", "aws configure", "AWS_PROFILE"
+        done,
+        seconds,
+        f"no usable credentials for AWS in region {REGION} at {aws_env}: run aws configure",
+        "AWS_PROFILE",
     )
 
 
@@ -424,7 +428,9 @@ def test_a_wrong_queue_is_one_line(tmp_path: Path, aws_env: str, form: str) -> N
         tmp_path,
     )
     assert_one_line_config_error(
-        done, seconds, f"no queue {queue} in region {REGION}", "check --queue-url"
+        done,
+        seconds,
+        f"SQS queue {queue} in region {REGION} at {aws_env} does not exist: check --queue-url",
     )
     assert not (tmp_path / ".adder").exists()
 
@@ -435,7 +441,12 @@ def test_an_unreachable_endpoint_is_one_line(tmp_path: Path) -> None:
     done, seconds = run_adder(
         ["status", "aws", "--queue-url", "tasks", "--endpoint-url", closed], env, tmp_path
     )
-    assert_one_line_config_error(done, seconds, f"cannot reach {closed}", "--endpoint-url")
+    assert_one_line_config_error(
+        done,
+        seconds,
+        f"cannot reach SQS queue tasks in region {REGION} at {closed}",
+        "--endpoint-url",
+    )
 
 
 class DenyingMoto:
@@ -492,14 +503,20 @@ def test_access_denied_is_one_line_naming_the_permission(
         tmp_path,
     )
     assert_one_line_config_error(
-        done, seconds, f"access denied to queue {denying_moto.queue_url}", "sqs:SendMessage"
+        done,
+        seconds,
+        f"access denied to SQS queue {denying_moto.queue_url}",
+        "the caller needs sqs:GetQueueAttributes and sqs:SendMessage on it",
     )
     # AND fetching from the bucket says the same of s3:ListBucket
     done, seconds = run_adder(
         ["fetch", "aws", "--bucket", denying_moto.bucket, *where, "--into", "r"], env, tmp_path
     )
     assert_one_line_config_error(
-        done, seconds, f"access denied to bucket {denying_moto.bucket}", "s3:ListBucket"
+        done,
+        seconds,
+        f"access denied to S3 bucket {denying_moto.bucket}",
+        "the caller needs s3:ListBucket on it",
     )
 
 

@@ -19,7 +19,9 @@ import pytest
 
 from azure_function import jobs
 from azure_function.blob_store import BlobResultStore
-from azure_function.jobs import AzureJobBackend, container_client
+from azure_function.job_backend import AzureJobBackend, ServiceBusParts
+from azure_function.job_errors import LOGIN
+from azure_function.jobs import container_client
 from core.cli import main
 from core.pipeline import process_message
 from tests.conftest import REPO_ROOT
@@ -40,6 +42,7 @@ pytestmark = pytest.mark.integration
 
 PREFIX = "jobs/run-1"
 NO_CREDENTIALS_SECONDS = 15
+NAMESPACE_HOST = "sb-adder-1a2b3c.servicebus.windows.net"
 
 
 @pytest.fixture
@@ -116,7 +119,7 @@ TASKS = [
 def use_bus(bus: FakeServiceBus, monkeypatch: pytest.MonkeyPatch) -> FakeServiceBus:
     """Every backend the commands open talks to ``bus`` for Service Bus."""
 
-    def parts(queue: str, **kwargs: object) -> jobs.ServiceBusParts:
+    def parts(queue: str, **kwargs: object) -> ServiceBusParts:
         assert queue == bus.queue_name
         return bus.parts(admin=bool(kwargs.get("admin")))
 
@@ -254,7 +257,9 @@ def test_no_credentials_is_one_line_within_seconds(tmp_path: Path) -> None:
     assert seconds < NO_CREDENTIALS_SECONDS
     assert done.returncode == 2
     assert done.stdout == ""
-    assert done.stderr.splitlines() == [f"error: {jobs.NO_CREDENTIALS}"]
+    assert done.stderr.splitlines() == [
+        f"error: no usable credentials for Service Bus namespace {NAMESPACE_HOST}: {LOGIN}"
+    ]
     assert "az login" in done.stderr
 
 
@@ -269,9 +274,9 @@ def test_a_missing_container_is_one_line(
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1
-    assert "container 'no-such-container'" in err
+    assert err.startswith("error: container 'no-such-container' at http://127.0.0.1:")
     assert "does not exist" in err
-    assert "--container" in err
+    assert err.endswith(": check --container and --account-url (or --blob-connection-string)\n")
 
 
 def test_an_unreachable_account_is_one_line(
@@ -285,8 +290,10 @@ def test_an_unreachable_account_is_one_line(
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1
-    assert "cannot reach container 'results'" in err
+    assert err.startswith("error: cannot reach container 'results' at http://127.0.0.1:")
     assert "Connection refused" in err
+    assert err.endswith(": check --container and --account-url (or --blob-connection-string), "
+                        "and the network\n")  # fmt: skip
 
 
 def test_results_only_commands_need_no_queue(

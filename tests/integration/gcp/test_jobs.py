@@ -16,7 +16,8 @@ import pytest
 
 from core.errors import ConfigError
 from core.ops.target import Target
-from gcp_function.jobs import Clients, GcpJobBackend, open_backend
+from gcp_function.job_backend import GcpJobBackend
+from gcp_function.jobs import Clients, open_backend
 from tests.integration.gcp.conftest import PROJECT, storage_client, storage_emulator, unique
 from tests.job_backend_contract import TASK, JobBackendContract, receive_all
 from tools.servers import free_port
@@ -210,7 +211,14 @@ def test_submit_to_a_missing_topic_fails_when_opened(emulator_env: dict[str, str
     target = Target("gcp", {"topic": f"projects/{PROJECT}/topics/{unique('gone')}"})
     with pytest.raises(ConfigError) as raised:
         open_backend(target, "submit")
-    assert "does not exist: check --topic, the stack's topic_id" in str(raised.value)
+    host = emulator_env["PUBSUB_EMULATOR_HOST"]
+    assert str(raised.value).startswith(
+        f"Pub/Sub topic {target.get('topic')} at {host} does not exist ("
+    )
+    assert str(raised.value).endswith(
+        "): check --topic, the stack's topic_id or the config's queue_name "
+        "(and the project and $PUBSUB_EMULATOR_HOST)"
+    )
 
 
 def test_unreachable_pubsub_is_a_config_error_at_once(
@@ -223,7 +231,10 @@ def test_unreachable_pubsub_is_a_config_error_at_once(
     # WHEN a submit opens its backend / THEN one line names the address
     with pytest.raises(ConfigError) as raised:
         open_backend(target, "submit")
-    assert str(raised.value).startswith(f"cannot reach {closed} for Pub/Sub topic")
+    assert str(raised.value).startswith(
+        f"cannot reach Pub/Sub topic projects/{PROJECT}/topics/adder-tasks at {closed} ("
+    )
+    assert str(raised.value).endswith("$PUBSUB_EMULATOR_HOST), and the network")
     assert "\n" not in str(raised.value)
 
 
@@ -236,4 +247,9 @@ def test_unreachable_storage_is_a_config_error_at_once(
     with pytest.raises(ConfigError) as raised:
         list(backend.list_records())
     backend.close()
-    assert str(raised.value).startswith(f"cannot reach {closed} for bucket gs://adder-results")
+    assert str(raised.value).startswith(f"cannot reach bucket gs://adder-results at {closed} (")
+    assert str(raised.value).endswith(
+        "check --bucket, the stack's results_bucket or the config's result_bucket "
+        "(and $STORAGE_EMULATOR_HOST), and the network"
+    )
+    assert "\n" not in str(raised.value)

@@ -24,7 +24,8 @@ import pytest
 
 from core.cli import main
 from core.ops.target import Target
-from gcp_function.jobs import GcpJobBackend, open_backend
+from gcp_function.job_backend import GcpJobBackend
+from gcp_function.jobs import open_backend
 from tests.integration.gcp.conftest import PROJECT, function_running, unique
 from tools.servers import free_port
 
@@ -300,6 +301,13 @@ def adder(
     return done, time.monotonic() - started
 
 
+FIX = (
+    "check --topic, the stack's topic_id or the config's queue_name "
+    "(and the project and $PUBSUB_EMULATOR_HOST)"
+)
+"""What a missing or unreachable topic's line says to check, on the emulator."""
+
+
 @pytest.mark.parametrize("case", ["missing-topic", "closed-port"])
 def test_submit_errors_are_one_line_exit_2_within_seconds(
     case: str, pubsub_emulator: str, tmp_path: Path
@@ -317,10 +325,14 @@ def test_submit_errors_are_one_line_exit_2_within_seconds(
     # THEN it exits 2 with one line on stderr that says what is wrong, quickly, sending nothing
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.splitlines()) == 1, done.stderr
-    expected = {
-        "missing-topic": f"error: Pub/Sub topic {topic} does not exist: check --topic",
-        "closed-port": f"error: cannot reach {host} for Pub/Sub topic {topic}",
+    start, end = {
+        "missing-topic": (f"error: Pub/Sub topic {topic} at {host} does not exist (", FIX),
+        "closed-port": (
+            f"error: cannot reach Pub/Sub topic {topic} at {host} (",
+            f"{FIX}, and the network",
+        ),
     }[case]
-    assert done.stderr.startswith(expected), done.stderr
+    assert done.stderr.startswith(start), done.stderr
+    assert done.stderr.endswith(f"): {end}\n"), done.stderr
     assert seconds < 15
     assert not (tmp_path / "jobs").exists()

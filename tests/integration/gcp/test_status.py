@@ -23,7 +23,8 @@ from core.cli import main
 from core.errors import InvalidTaskError
 from core.records import ErrorRecord
 from gcp_function.gcs_store import GcsResultStore
-from gcp_function.jobs import BACKLOG_METRIC, GcpJobBackend, dead_letter_backlog
+from gcp_function.job_backend import GcpJobBackend
+from gcp_function.job_backlog import BACKLOG_METRIC, dead_letter_backlog
 from tests.integration.gcp.conftest import PROJECT, unique
 
 if TYPE_CHECKING:
@@ -90,10 +91,13 @@ def test_status_of_a_missing_bucket_is_one_line_exit_2(
     code = main(["status", "gcp", "--bucket", "adder-status-missing"])
     err = capsys.readouterr().err
     assert code == 2
-    assert err == (
-        "error: bucket gs://adder-status-missing does not exist: check --bucket, the stack's "
-        "results_bucket, the config's result_bucket (and the project)\n"
+    emulator = emulator_env["STORAGE_EMULATOR_HOST"]
+    assert err.startswith(f"error: bucket gs://adder-status-missing at {emulator} does not exist (")
+    assert err.endswith(
+        "): check --bucket, the stack's results_bucket or the config's result_bucket "
+        "(and $STORAGE_EMULATOR_HOST)\n"
     )
+    assert len(err.splitlines()) == 1
 
 
 def test_status_without_monitoring_credentials_reports_dead_letters_as_unknown(

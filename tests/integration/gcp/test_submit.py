@@ -27,7 +27,8 @@ from google.pubsub_v1.types import GetTopicRequest, PublishRequest, PublishRespo
 from core.cli import main
 from core.ops.manifest import Manifest
 from core.ops.submit import submit
-from gcp_function.jobs import PUBLISH_MAX_MESSAGES, Clients, GcpJobBackend
+from gcp_function.job_backend import GcpJobBackend
+from gcp_function.jobs import PUBLISH_MAX_MESSAGES, Clients
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -216,10 +217,9 @@ def test_permission_denied_on_publish_stops_the_submit_with_exit_2(
     # THEN the submit stops with the role to grant, and exits 2 (no retry can fix it)
     _, err = capsys.readouterr()
     assert code == 2
-    assert err.startswith(
-        f"error: access denied to Pub/Sub topic {TOPIC}: the credentials need "
-        "roles/pubsub.publisher"
-    )
+    assert err.startswith(f"error: access denied to Pub/Sub topic {TOPIC} at {pubsub.address} (")
+    assert err.endswith("): the caller needs roles/pubsub.publisher on it\n")
+    assert len(err.splitlines()) == 1
 
 
 def test_a_publisher_that_may_not_read_the_topic_still_submits(
