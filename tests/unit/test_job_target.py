@@ -4,12 +4,14 @@ state file), the cloud config file and the environment, in that order."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
-import shutil
+import re
 from typing import TYPE_CHECKING
 
 import pytest
 
+from core.clouds import CLOUDS
 from core.errors import ConfigError
 from core.ops.target import (
     Setting,
@@ -18,7 +20,8 @@ from core.ops.target import (
     resolve_target,
     terraform_outputs,
 )
-from tests.support import tools
+from tests.conftest import REPO_ROOT
+from tests.support.terraform_state import require_terraform, write_state
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -42,24 +45,9 @@ def parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def write_state(directory: Path, outputs: dict[str, str]) -> Path:
-    """A terraform state file with these outputs, as `terraform apply` leaves it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {
-        "version": 4,
-        "terraform_version": "1.5.7",
-        "serial": 1,
-        "lineage": "8a9f3c2e-0000-4000-8000-000000000000",
-        "outputs": {k: {"value": v, "type": "string"} for k, v in outputs.items()},
-        "resources": [],
-    }
-    (directory / "terraform.tfstate").write_text(json.dumps(state))
-    return directory
-
-
 @pytest.fixture
 def terraform() -> None:
-    tools.require(shutil.which("terraform") is not None, "terraform is not installed")
+    require_terraform()
 
 
 def test_flags_win_over_stack_config_and_environment(tmp_path: Path, terraform: None) -> None:
@@ -144,3 +132,19 @@ def test_the_provider_of_a_config_file(tmp_path: Path) -> None:
     config.write_text("{}")
     with pytest.raises(ConfigError, match="names no provider"):
         config_provider(str(config))
+
+
+@pytest.mark.parametrize("cloud", sorted(CLOUDS))
+def test_every_stack_output_a_setting_reads_is_declared_by_the_stack(cloud: str) -> None:
+    # GIVEN the cloud's settings and its stack's outputs.tf
+    declared = set(
+        re.findall(
+            r'^output\s+"([^"]+)"', (REPO_ROOT / "infra" / cloud / "outputs.tf").read_text(), re.M
+        )
+    )
+    settings = importlib.import_module(CLOUDS[cloud].operator_module).SETTINGS
+    # THEN `--stack infra/<cloud>` can give every setting that names an output (the sandbox's
+    # endpoint_url output exists only in its own copy of the AWS stack)
+    wanted = {s.output for s in settings if s.output} - {"endpoint_url"}
+    assert wanted <= declared, wanted - declared
+    assert wanted, "a cloud whose settings read no stack output"

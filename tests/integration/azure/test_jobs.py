@@ -28,6 +28,7 @@ from tests.conftest import REPO_ROOT
 from tests.integration.azure.conftest import connection_string
 from tests.job_backend_contract import JobBackendContract, PlantDeadLetter, PlantRecord, Queued
 from tests.support.azure_service_bus import CONNECTION_STRING, NAMESPACE, FakeServiceBus
+from tests.support.terraform_state import require_terraform, write_state
 from tools.servers import free_port
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ def use_bus(bus: FakeServiceBus, monkeypatch: pytest.MonkeyPatch) -> FakeService
     return bus
 
 
-def test_submit_watch_fetch_give_the_local_runners_files(
+def test_submit_from_the_stack_then_watch_fetch_give_the_local_runners_files(
     use_bus: FakeServiceBus,
     azurite: Azurite,
     container: ContainerClient,
@@ -136,13 +137,24 @@ def test_submit_watch_fetch_give_the_local_runners_files(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # GIVEN a tasks file with good and bad tasks, submitted to the queue
+    # GIVEN a tasks file with good and bad tasks, submitted to the queue with the settings read
+    # from the stack's outputs (the real terraform reading a state file named as
+    # infra/azure/outputs.tf names them; the connection strings come from the environment)
+    require_terraform()
+    stack = write_state(
+        tmp_path / "stack",
+        {
+            "servicebus_namespace": NAMESPACE,
+            "queue_name": "tasks",
+            "results_container": container.container_name,
+            "results_prefix": PREFIX,
+        },
+    )
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_bytes(b"\n".join(TASKS) + b"\n")
     monkeypatch.setenv("RESULTS_BLOB_CONNECTION_STRING", azurite.connection_string)
     jobs_dir = str(tmp_path / "jobs")
-    where = ["--container", container.container_name, "--prefix", PREFIX]
-    code = main(["submit", "azure", "--queue", "tasks", *where, "--jobs-dir", jobs_dir,
+    code = main(["submit", "azure", "--stack", str(stack), "--jobs-dir", jobs_dir,
                  "--no-progress", str(tasks)])  # fmt: skip
     assert code == 0
     assert f"sent 5 tasks to Service Bus queue tasks on {NAMESPACE}" in capsys.readouterr().out

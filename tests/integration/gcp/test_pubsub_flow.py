@@ -27,6 +27,7 @@ from core.ops.target import Target
 from gcp_function.job_backend import GcpJobBackend
 from gcp_function.jobs import open_backend
 from tests.integration.gcp.conftest import PROJECT, function_running, unique
+from tests.support.terraform_state import require_terraform, write_state
 from tools.servers import free_port
 
 if TYPE_CHECKING:
@@ -52,19 +53,6 @@ class Flow:
     broken_dead_subscription: str
     function: FunctionServer
     broken_function: FunctionServer
-
-    def target_flags(self) -> list[str]:
-        """Every setting as a flag (remembered by the job's manifest)."""
-        return [
-            "--topic",
-            self.topic,
-            "--dead-letter-subscription",
-            self.dead_subscription,
-            "--bucket",
-            FLOW_BUCKET,
-            "--prefix",
-            FLOW_PREFIX,
-        ]
 
 
 @pytest.fixture(scope="module")
@@ -132,13 +120,25 @@ def run_locally(tasks: Path, results: Path) -> dict[str, bytes]:
     return files(results)
 
 
-def test_submit_watch_and_fetch_give_the_local_runners_files(
+def test_submit_from_the_stack_then_watch_and_fetch_give_the_local_runners_files(
     flow: Flow, emulator_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # GIVEN 12 good tasks, submitted with flags
+    # GIVEN 12 good tasks, submitted with the settings read from the stack's outputs (the
+    # real terraform reading a state file named as infra/gcp/outputs.tf names them)
+    require_terraform()
+    stack = write_state(
+        tmp_path / "stack",
+        {
+            "project_id": PROJECT,
+            "topic_id": flow.topic,
+            "dead_letter_subscription": flow.dead_subscription,
+            "results_bucket": FLOW_BUCKET,
+            "results_prefix": FLOW_PREFIX,
+        },
+    )
     tasks = write_tasks(tmp_path / "flags.jsonl", good_tasks("flags", 10))
     jobs = ["--jobs-dir", str(tmp_path / "jobs")]
-    code = main(["submit", "gcp", *flow.target_flags(), *jobs, "--job", "flags", str(tasks)])
+    code = main(["submit", "gcp", "--stack", str(stack), *jobs, "--job", "flags", str(tasks)])
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.startswith(f"sent 12 tasks to Pub/Sub topic {flow.topic} in ")
