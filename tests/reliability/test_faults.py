@@ -200,7 +200,7 @@ def test_aws_transient_s3_faults_are_absorbed_and_permanent_ones_dead_letter(
     # WHEN they are submitted with the CLI
     code = adder(["submit", "aws", "--queue-url", queues.url, "--no-progress", str(tasks)])
     assert code == 0
-    assert f"sent 300 messages to {queues.url}" in capsys.readouterr().out
+    assert f"sent 300 tasks to SQS queue {queues.url}" in capsys.readouterr().out
     # AND delivered like the event source mapping does (2 pollers) to the real handler, whose
     # S3 store has the production client settings (botocore's standard retry mode)
     store = S3ResultStore(bucket, prefix)

@@ -455,7 +455,7 @@ class DenyingMoto:
     def __init__(self, url: str) -> None:
         self.url = url
         admin = boto3.session.Session(
-            aws_access_key_id="AKIAIOSFODNN7EXAMPLE",
+            aws_access_key_id="moto-admin",
             aws_secret_access_key="admin",
             region_name=REGION,
         )
