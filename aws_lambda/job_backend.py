@@ -89,6 +89,7 @@ class AwsJobBackend(JobBackend):
     max_batch_messages = MAX_BATCH_ENTRIES
     max_batch_bytes = MAX_BATCH_BYTES
     max_concurrency = MAX_POOL_CONNECTIONS
+    max_fetch_concurrency = MAX_POOL_CONNECTIONS
 
     def __init__(
         self,

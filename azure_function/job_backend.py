@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
     from core.ops.backend import RecordInfo
 
+BLOB_CONNECTIONS = 32
+"""HTTP connections the results container's client pools: downloads in flight at most."""
+
 BATCH_HEADROOM_BYTES = 1024
 """Room left in each batch: the SDK's size count leaves out the batch envelope's own properties
 (the first message's id) and the growth of the list header, which together put a full batch a
@@ -110,6 +113,7 @@ class AzureJobBackend(JobBackend):
     max_batch_messages = MAX_BATCH_MESSAGES
     max_batch_bytes = MAX_BATCH_BYTES
     max_concurrency = 1
+    max_fetch_concurrency = BLOB_CONNECTIONS
 
     def __init__(
         self,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from azure_function.job_backend import AzureJobBackend, ServiceBusParts
+from azure_function.job_backend import BLOB_CONNECTIONS, AzureJobBackend, ServiceBusParts
 from azure_function.job_errors import (
     LOGIN,
     account_resource,
@@ -98,8 +98,6 @@ SERVICE_BUS_BACKOFF_SECONDS = 0.5
 BLOB_RETRIES = 2
 BLOB_CONNECTION_TIMEOUT_SECONDS = 3
 BLOB_READ_TIMEOUT_SECONDS = 20
-BLOB_CONNECTIONS = 32
-"""HTTP connections kept per host: ``adder fetch`` downloads 16 at once by default."""
 
 
 def fully_qualified_namespace(namespace: str) -> str:

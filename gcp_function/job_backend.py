@@ -70,6 +70,8 @@ class GcpJobBackend(JobBackend):
     max_batch_messages = PUBLISH_MAX_MESSAGES
     max_batch_bytes = 9_000_000
     max_concurrency = 16
+    max_fetch_concurrency = 10
+    """The storage client's HTTP pool (requests' default of 10 connections)."""
 
     def __init__(
         self,

@@ -93,6 +93,8 @@ class JobBackend(abc.ABC):
     max_batch_bytes: int = 256 * 1024
     max_concurrency: int = 64
     """Batches the adapter can have in flight at once (1 if its client is not thread-safe)."""
+    max_fetch_concurrency: int = 32
+    """Downloads the adapter can have in flight at once (its results client's pool size)."""
 
     def unsendable(self, body: bytes) -> str | None:
         """Why the queue can never take ``body`` (too large, refused characters), or None."""

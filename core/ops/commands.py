@@ -105,7 +105,10 @@ def _fetch_options(parser: argparse.ArgumentParser) -> None:
         "--into", default="results", metavar="DIR", help="local directory (default results)"
     )
     parser.add_argument(
-        "--concurrency", type=whole_number(1), default=16, help="downloads at once (default 16)"
+        "--concurrency",
+        type=whole_number(1),
+        default=32,
+        help="downloads at once (default 32, at most what the cloud's client pools)",
     )
     add_progress_arguments(parser)
 

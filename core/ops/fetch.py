@@ -80,13 +80,13 @@ def fetch(
     directory: Path,
     *,
     names: set[str] | None = None,
-    concurrency: int = 16,
+    concurrency: int = 32,
     progress: ProgressBar | None = None,
     errors: TextIO | None = None,
 ) -> FetchSummary:
     """Download every record (or those of ``names``) that is not already in ``directory``."""
     started = time.monotonic()
-    concurrency = max(1, min(concurrency, backend.max_concurrency))
+    concurrency = max(1, min(concurrency, backend.max_fetch_concurrency))
     try:
         store = LocalDirectoryResultStore(directory)
         store.check_writable()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from core.errors import StoreWriteError
@@ -55,6 +56,9 @@ class InMemoryJobBackend(JobBackend):
         self.batches: list[list[bytes]] = []
         self.list_calls = 0
         self.reads = 0
+        self.reading = 0
+        self.most_reading = 0
+        self.read_delay = 0.0
         self.closed = False
         self._next_handle = 0
         self._lock = threading.Lock()
@@ -91,6 +95,12 @@ class InMemoryJobBackend(JobBackend):
     def read_record(self, record: RecordInfo) -> bytes:
         with self._lock:
             self.reads += 1
+            self.reading += 1
+            self.most_reading = max(self.most_reading, self.reading)
+        if self.read_delay:
+            time.sleep(self.read_delay)
+        with self._lock:
+            self.reading -= 1
         return self.objects[record.key]
 
     def dead_letter_count(self) -> int | None:

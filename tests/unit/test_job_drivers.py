@@ -384,3 +384,19 @@ def test_batches_queued_behind_a_slow_send_are_all_sent(tmp_path: Path) -> None:
     # THEN the batches still queued when the file ended were sent too
     assert sorted(backend.queue) == sorted(task(i) for i in range(50))
     assert summary.sent == 50
+
+
+def test_fetch_downloads_at_once_up_to_the_backends_pool_whatever_its_send_limit(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a backend that sends one batch at a time but pools 8 download connections
+    backend = InMemoryJobBackend()
+    backend.max_concurrency = 1
+    backend.max_fetch_concurrency = 8
+    backend.read_delay = 0.02
+    backend.objects = {f"results/t{i}.out": b"1" for i in range(64)}
+    # WHEN 64 results are fetched with the default concurrency
+    summary = fetch(backend, tmp_path)
+    # THEN downloads overlapped, up to the pool and no further
+    assert summary.results == 64
+    assert backend.most_reading == 8
