@@ -8,11 +8,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from core.clouds import Cloud
 from core.ops.target import Setting
 from tests.unit.fakes import InMemoryJobBackend
 
 if TYPE_CHECKING:
     from core.ops.target import Target
+
+REGISTRY_ENTRY = Cloud(
+    name="fourth",
+    title="Fourth Cloud",
+    package="fourth_cloud",
+    runtime_modules=("edge.py",),
+    operator_module=__name__,
+    extra="fourth",
+    credential_chain="the fourth cloud's default chain",
+    store_factory="tests.unit.fakes:InMemoryResultStore",
+)
+"""The fourth cloud's entry in the registry (tests put it in CLOUDS with monkeypatch)."""
 
 SETTINGS = (
     Setting("queue", "the fourth cloud's queue", output="queue_name", config="queue_name"),

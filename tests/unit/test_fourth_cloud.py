@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from core.cli import main
-from core.clouds import CLOUDS, Cloud
+from core.clouds import CLOUDS
 from core.delivery import Delivery, deliver
 from core.errors import InvalidTaskError
 from tests.edge_contract import EdgeContract
@@ -65,16 +65,7 @@ class TestFourthCloudEdge(EdgeContract):
         return fields
 
 
-FOURTH = Cloud(
-    name="fourth",
-    title="Fourth Cloud",
-    package="fourth_cloud",
-    runtime_modules=("edge.py",),
-    operator_module="tests.unit.fourth_cloud_ops",
-    extra="fourth",
-    credential_chain="the fourth cloud's default chain",
-    store_factory="tests.unit.fakes:InMemoryResultStore",
-)
+FOURTH = fourth_cloud_ops.REGISTRY_ENTRY
 
 
 def test_a_fourth_cloud_gets_every_job_command_from_its_registry_entry(

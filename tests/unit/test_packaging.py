@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 import pytest
 
 from core.cli import build_parser
-from core.clouds import CLOUDS, CORE_RUNTIME_MODULES, Cloud
+from core.clouds import CLOUDS, CORE_RUNTIME_MODULES
 from core.errors import ConfigError
 from core.packaging import build_package
 from tests.conftest import REPO_ROOT
+from tests.unit import fourth_cloud_ops
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -138,17 +139,7 @@ def test_a_fourth_cloud_in_the_registry_gets_a_package_command(
         (tmp_path / "core" / name).write_bytes((REPO_ROOT / "core" / name).read_bytes())
     (tmp_path / "fourth_cloud").mkdir()
     (tmp_path / "fourth_cloud" / "edge.py").write_text("from core.delivery import deliver\n")
-    fourth = Cloud(
-        name="fourth",
-        title="Fourth Cloud",
-        package="fourth_cloud",
-        runtime_modules=("edge.py",),
-        operator_module="tests.unit.fourth_cloud_ops",
-        extra="fourth",
-        credential_chain="the fourth cloud's default chain",
-        store_factory="tests.unit.fakes:InMemoryResultStore",
-    )
-    monkeypatch.setitem(CLOUDS, "fourth", fourth)
+    monkeypatch.setitem(CLOUDS, "fourth", fourth_cloud_ops.REGISTRY_ENTRY)
     monkeypatch.setattr("core.packaging.project_root", lambda: tmp_path)
     # WHEN `adder package fourth` runs
     from core.cli import main
