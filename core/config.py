@@ -58,6 +58,13 @@ class RunnerConfig:
 def load_config(path: str | Path) -> RunnerConfig:
     """Read and check a config file; raise :class:`ConfigError` with one clear line if unusable."""
     path = Path(path)
+    return parse_config(read_config_document(path), path)
+
+
+def read_config_document(path: str | Path) -> object:
+    """A config file's JSON document (exact numbers; a UTF-8 BOM allowed), or a one-line
+    :class:`ConfigError`. The local runner and the cloud commands read config files with it."""
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not JSON
     except FileNotFoundError:
@@ -69,7 +76,7 @@ def load_config(path: str | Path) -> RunnerConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     try:
-        document = loads_exact(text)
+        return loads_exact(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"config file {path} is not valid JSON: {exc.msg} "
@@ -77,7 +84,6 @@ def load_config(path: str | Path) -> RunnerConfig:
         ) from None
     except (ValueError, RecursionError, InvalidTaskError) as exc:
         raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
-    return parse_config(document, path)
 
 
 def parse_config(document: object, path: Path) -> RunnerConfig:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.config import read_config_document
 from core.errors import ConfigError
-from core.task import loads_exact
 
 if TYPE_CHECKING:
     import argparse
@@ -178,12 +178,7 @@ def terraform_outputs(stack: Path) -> dict[str, Any]:
 
 def load_cloud_config(path: str, cloud: str | None = None) -> dict[str, Any]:
     """A cloud config file as a dict; its provider must be ``cloud`` when both name one."""
-    try:
-        document = loads_exact(Path(path).read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ConfigError(f"config file {path} is not JSON: {exc}") from None
+    document = read_config_document(path)
     if not isinstance(document, dict):
         raise ConfigError(f"config file {path} must hold a JSON object")
     provider = document.get("provider")

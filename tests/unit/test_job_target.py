@@ -113,7 +113,8 @@ def test_a_missing_setting_names_every_way_to_give_it(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("{", "not JSON"),
+        ("{", "not valid JSON"),
+        ("[" * 100_000, "not valid JSON"),
         ("[]", "JSON object"),
         ('{"provider": "gcp"}', "for provider 'gcp', not 'aws'"),
     ],
@@ -123,6 +124,19 @@ def test_a_bad_config_file_is_one_clear_error(tmp_path: Path, content: str, mess
     config.write_text(content)
     with pytest.raises(ConfigError, match=message):
         resolve_target("aws", SETTINGS, parse("--config", str(config)), environ={}, cwd=tmp_path)
+
+
+def test_a_config_file_with_a_utf8_bom_is_read_as_the_local_runner_reads_it(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a cloud config saved by an editor that writes a BOM
+    config = tmp_path / "job.json"
+    config.write_bytes(b'\xef\xbb\xbf{"provider": "aws", "queue_name": "q"}')
+    # THEN the cloud commands read it (the local runner always did)
+    args = parse("--config", str(config))
+    target = resolve_target("aws", SETTINGS, args, environ={}, cwd=tmp_path)
+    assert target.get("queue_url") == "q"
+    assert config_provider(str(config)) == "aws"
 
 
 def test_the_provider_of_a_config_file(tmp_path: Path) -> None:
