@@ -257,13 +257,13 @@ class AwsJobBackend(JobBackend):
         return sorted(refused, key=lambda refusal: refusal.index)
 
     def list_records(self) -> Iterator[RecordInfo]:
-        """Every ``.out`` and ``.err`` under the prefix: one ListObjectsV2 per 1,000 keys."""
+        """Every ``.out``, ``.err`` and pack under the prefix: one ListObjectsV2 per 1,000 keys."""
         if not self.bucket:
             return
         start = f"{self.prefix}/" if self.prefix else ""
         with self._calling("bucket", "s3:ListBucket"):
             pages = self.s3.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=start, Delimiter="/"
+                Bucket=self.bucket, Prefix=start
             )
             for page in pages:
                 for item in page.get("Contents", []):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from core.errors import AdderError, ConfigError
+from core.packing import PackedRecord, unpack
 from core.ports import ERROR_SUFFIX, RESULT_SUFFIX
 
 if TYPE_CHECKING:
@@ -81,6 +82,24 @@ class JobBackendContract:
         assert listed["a.out"].size == 3
         if listed["a.out"].md5 is not None:
             assert listed["a.out"].md5 == hashlib.md5(b"100").hexdigest()
+
+    def test_packs_are_listed_and_read_and_other_folders_ignored(
+        self, backend: JobBackend, plant_record: PlantRecord
+    ) -> None:
+        # GIVEN a record, a pack (packed results) and keys in other folders under the prefix
+        body = b'{"id": "p-1", "result": "100"}\n'
+        pack_name = hashlib.sha256(body).hexdigest()[:32]
+        plant_record("a.out", b"100")
+        plant_record(f"packed/{pack_name}.jsonl", body)
+        plant_record("packed/notes.txt", b"x")
+        plant_record("other/c.out", b"1")
+        # WHEN listed
+        listed = {record.key.rsplit("/", 1)[1]: record for record in backend.list_records()}
+        # THEN the record and the pack are listed (the pack by its hash), nothing else
+        assert set(listed) == {"a.out", f"{pack_name}.jsonl"}
+        pack = listed[f"{pack_name}.jsonl"]
+        assert pack.is_pack and pack.name == pack_name and not listed["a.out"].is_pack
+        assert unpack(backend.read_record(pack)) == [PackedRecord("p-1", RESULT_SUFFIX, b"100")]
 
     def test_read_record_returns_the_stored_bytes(
         self, backend: JobBackend, plant_record: PlantRecord

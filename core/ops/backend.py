@@ -14,6 +14,7 @@ import abc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from core.packing import PACK_SUFFIX, PACKED_DIR, is_pack_name
 from core.ports import ERROR_SUFFIX, RESULT_SUFFIX
 
 if TYPE_CHECKING:
@@ -22,12 +23,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RecordInfo:
-    """One result (``.out``) or error record (``.err``) as the store lists it."""
+    """One result (``.out``), error record (``.err``) or pack (``.jsonl``) as the store lists it."""
 
     name: str
     """The record's name: a task id, or ``invalid-<sha256>``."""
     suffix: str
-    """``.out`` or ``.err``."""
+    """``.out``, ``.err``, or ``.jsonl`` for a pack (then ``name`` is its hash)."""
     key: str
     """The object's key (or blob name) in the store."""
     size: int
@@ -36,17 +37,29 @@ class RecordInfo:
 
     @property
     def file_name(self) -> str:
-        """``{name}{suffix}``: the file the local runner would write."""
+        """``{name}{suffix}``: the file the local runner would write (for a record)."""
         return self.name + self.suffix
+
+    @property
+    def is_pack(self) -> bool:
+        """True for a pack of records (:mod:`core.packing`), not one record."""
+        return self.suffix == PACK_SUFFIX
 
 
 def record_from_key(key: str, prefix: str, size: int, md5: str | None = None) -> RecordInfo | None:
-    """The record a listed key holds, or None for anything else under the prefix."""
+    """The record (or pack) a listed key holds, or None for anything else under the prefix.
+
+    A pack (``{prefix}/packed/<hash>.jsonl``, see :mod:`core.packing`) is listed with the
+    hash as its name and ``.jsonl`` as its suffix: :mod:`core.ops.packs` reads what it holds.
+    """
     start = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
     if not key.startswith(start):
         return None
     file_name = key[len(start) :]
-    if "/" in file_name:
+    folder, _, pack_name = file_name.rpartition("/")
+    if folder == PACKED_DIR and is_pack_name(pack_name):
+        return RecordInfo(pack_name.removesuffix(PACK_SUFFIX), PACK_SUFFIX, key, size, md5)
+    if folder:
         return None
     for suffix in (RESULT_SUFFIX, ERROR_SUFFIX):
         if file_name.endswith(suffix) and len(file_name) > len(suffix):
@@ -109,7 +122,7 @@ class JobBackend(abc.ABC):
 
     @abc.abstractmethod
     def list_records(self) -> Iterator[RecordInfo]:
-        """Every result and error record under the job's prefix (one list call per page)."""
+        """Every result, error record and pack under the job's prefix (one list call per page)."""
 
     @abc.abstractmethod
     def read_record(self, record: RecordInfo) -> bytes:

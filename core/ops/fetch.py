@@ -4,7 +4,8 @@ The directory gets exactly the local runner's layout (``{id}.out``, ``{name}.err
 crash safety: each file is written to a temporary name and renamed (the local runner's own
 store does it). Downloads run in a bounded pool; a file already there with the same content
 (the listing's MD5, or size and bytes) is skipped, so an interrupted fetch is resumed by
-running it again.
+running it again. Packed results (:mod:`core.packing`) are unpacked into the same files: one
+download per pack.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import hashlib
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 from core.errors import AdderError, ConfigError, InvalidTaskError, StoreWriteError
 from core.ids import INVALID_PREFIX
 from core.local_store import LocalDirectoryResultStore
+from core.ops.packs import read_pack
 from core.ports import ERROR_SUFFIX, RESULT_SUFFIX
 from core.progress import ProgressBar
 from core.task import check_task_id
@@ -101,7 +103,7 @@ def fetch(
                 if fetcher.wanted(record, names):
                     if len(fetcher.in_flight) >= concurrency * 4:
                         fetcher.settle_some()
-                    fetcher.start(pool, record)
+                    fetcher.start(pool, record, names)
         finally:
             fetcher.settle_all()
     fetcher.bar.close()
@@ -124,10 +126,12 @@ class _Fetcher:
         self.bar = bar
         self.errors = errors
         self.summary = FetchSummary()
-        self.in_flight: dict[Future[None], RecordInfo] = {}
+        self.in_flight: dict[Future[Written], RecordInfo] = {}
 
     def wanted(self, record: RecordInfo, names: set[str] | None) -> bool:
         """True when ``record`` is to be downloaded (counting those that are not)."""
+        if record.is_pack:
+            return True  # what it holds is known only once it is read
         if names is not None and record.name not in names:
             return False
         if not is_record_name(record.name):
@@ -140,9 +144,13 @@ class _Fetcher:
             return False
         return True
 
-    def start(self, pool: ThreadPoolExecutor, record: RecordInfo) -> None:
-        """Download ``record`` in the pool."""
-        self.in_flight[pool.submit(_download, self.backend, self.store, record)] = record
+    def start(self, pool: ThreadPoolExecutor, record: RecordInfo, names: set[str] | None) -> None:
+        """Download ``record`` (or a pack, and write the records it holds) in the pool."""
+        if record.is_pack:
+            future = pool.submit(_download_pack, self.backend, self.store, record, names)
+        else:
+            future = pool.submit(_download, self.backend, self.store, record)
+        self.in_flight[future] = record
 
     def settle_some(self) -> None:
         """Wait for at least one download and count what finished."""
@@ -155,29 +163,80 @@ class _Fetcher:
         for future in list(self.in_flight):
             self._settle(future)
 
-    def _settle(self, future: Future[None]) -> None:
+    def _settle(self, future: Future[Written]) -> None:
         record = self.in_flight.pop(future)
         try:
-            future.result()
+            written = future.result()
         except ConfigError:
             raise
         except (AdderError, OSError) as exc:
             self.summary.failed += 1
             if self.summary.failed <= SHOWN_FAILURES:
                 print(f"error: {record.key}: {exc}", file=self.errors)
+            self.bar.advance(1)
+            return
+        self.summary.results += written.results
+        self.summary.errors += written.errors
+        self.summary.unchanged += written.unchanged
+        self.summary.refused += len(written.refused)
+        for name in written.refused:
+            text = f"error: not fetched, not a record name: {name!r} in {record.key}"
+            print(text, file=self.errors)
+        self.bar.advance(written.total)
+
+
+@dataclass
+class Written:
+    """What one download put into the directory (one record, or the records of a pack)."""
+
+    results: int = 0
+    errors: int = 0
+    unchanged: int = 0
+    """Records whose file was already there with the same bytes."""
+    refused: list[str] = field(default_factory=list)
+    """Names in a pack that are no record name (never written)."""
+
+    @property
+    def total(self) -> int:
+        """Records seen."""
+        return self.results + self.errors + self.unchanged + len(self.refused)
+
+    def count(self, suffix: str) -> None:
+        """One more record written."""
+        if suffix == RESULT_SUFFIX:
+            self.results += 1
         else:
-            if record.suffix == RESULT_SUFFIX:
-                self.summary.results += 1
-            else:
-                self.summary.errors += 1
-        self.bar.advance(1)
+            self.errors += 1
 
 
-def _download(backend: JobBackend, store: LocalDirectoryResultStore, record: RecordInfo) -> None:
+def _download(backend: JobBackend, store: LocalDirectoryResultStore, record: RecordInfo) -> Written:
+    written = Written()
     data = backend.read_record(record)
-    if _same_file(store.directory / record.file_name, data):
-        return
-    store.put(record.file_name, data, "")
+    if not _same_file(store.directory / record.file_name, data):
+        store.put(record.file_name, data, "")
+    written.count(record.suffix)  # counted as fetched, as before: it is listed and here
+    return written
+
+
+def _download_pack(
+    backend: JobBackend,
+    store: LocalDirectoryResultStore,
+    pack: RecordInfo,
+    names: set[str] | None,
+) -> Written:
+    """Read a pack and write each record it holds as the default layout's file."""
+    written = Written()
+    for record in read_pack(backend, pack):
+        if names is not None and record.name not in names:
+            continue
+        if not is_record_name(record.name):
+            written.refused.append(record.name)
+        elif _same_file(store.directory / record.file_name, record.content):
+            written.unchanged += 1
+        else:
+            store.put(record.file_name, record.content, "")
+            written.count(record.suffix)
+    return written
 
 
 def _unchanged(path: Path, record: RecordInfo) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from core.ops.packs import PackedNames
 from core.ports import ERROR_SUFFIX, RESULT_SUFFIX
 
 if TYPE_CHECKING:
@@ -17,16 +18,23 @@ def _known(value: int | None) -> str:
 def status_lines(backend: JobBackend) -> list[str]:
     """What ``adder status`` prints."""
     depth = backend.queue_depth()
-    results = errors = 0
+    results: set[str] = set()
+    errors: set[str] = set()
+    packs = []
     for record in backend.list_records():
-        if record.suffix == RESULT_SUFFIX:
-            results += 1
+        if record.is_pack:
+            packs.append(record)
+        elif record.suffix == RESULT_SUFFIX:
+            results.add(record.name)
         elif record.suffix == ERROR_SUFFIX:
-            errors += 1
+            errors.add(record.name)
+    packed = PackedNames()
+    packed.add(backend, packs)
+    in_packs = f" ({len(packs):,} packs)" if packs else ""
     return [
         f"task queue:   {_known(depth.waiting)} waiting, {_known(depth.in_flight)} in flight"
         f" ({backend.queue_label})",
         f"dead letters: {_known(backend.dead_letter_count())}",
-        f"results:      {results:,} {RESULT_SUFFIX}, {errors:,} {ERROR_SUFFIX}"
-        f" in {backend.results_label}",
+        f"results:      {len(results | packed.results):,} {RESULT_SUFFIX},"
+        f" {len(errors | packed.errors):,} {ERROR_SUFFIX} in {backend.results_label}{in_packs}",
     ]

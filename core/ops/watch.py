@@ -2,7 +2,8 @@
 
 "Every" is the job's manifest (the record names its submit sent), not a queue depth, which
 some clouds cannot give. Each poll lists the results prefix once (one list call per page of
-up to 1,000 names) and reads the dead-letter count once.
+up to 1,000 names), reads the packs it has not read before (packed results, one download
+each) and reads the dead-letter count once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
+from core.ops.packs import PackedNames
 from core.ports import ERROR_SUFFIX, RESULT_SUFFIX
 
 if TYPE_CHECKING:
@@ -58,17 +60,28 @@ class JobCounts:
         )
 
 
-def poll(backend: JobBackend, expected: set[str]) -> JobCounts:
-    """Count the job's results and error records (one listing) and the dead letters."""
+def poll(backend: JobBackend, expected: set[str], packed: PackedNames | None = None) -> JobCounts:
+    """Count the job's results and error records (one listing) and the dead letters.
+
+    Records in packs count too; ``packed`` keeps what earlier polls read, so each pack is
+    read once per watch.
+    """
+    packed = packed if packed is not None else PackedNames()
     succeeded: set[str] = set()
     rejected: set[str] = set()
+    packs = []
     for record in backend.list_records():
-        if record.name not in expected:
+        if record.is_pack:
+            packs.append(record)
+        elif record.name not in expected:
             continue
-        if record.suffix == RESULT_SUFFIX:
+        elif record.suffix == RESULT_SUFFIX:
             succeeded.add(record.name)
         elif record.suffix == ERROR_SUFFIX:
             rejected.add(record.name)
+    packed.add(backend, packs)
+    succeeded |= packed.results & expected
+    rejected |= packed.errors & expected
     rejected -= succeeded  # a task retried to success after an error record counts once
     return JobCounts(len(expected), len(succeeded), len(rejected), backend.dead_letter_count())
 
@@ -93,8 +106,9 @@ def watch(
     stream = stream or sys.stderr
     started = clock()
     last = ""
+    packed = PackedNames()
     while True:
-        counts = poll(backend, expected)
+        counts = poll(backend, expected, packed)
         text = f"{counts.line()} ({clock() - started:,.0f}s)"
         if live:
             stream.write("\r" + text.ljust(78))
