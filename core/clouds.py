@@ -22,6 +22,7 @@ CORE_RUNTIME_MODULES = (
     "numbers.py",
     "observe.py",
     "outcome.py",
+    "packing.py",
     "pipeline.py",
     "ports.py",
     "records.py",

@@ -33,6 +33,7 @@ JOB_COMMANDS = {
     "fetch": "download results and error records into a local directory",
     "redrive": "move dead-lettered tasks back onto the task queue",
     "status": "show the task queue, the dead letters and the result counts",
+    "estimate": "what a job will cost, line by line, at list prices",
 }
 
 WHERE_EPILOG = """\
@@ -55,6 +56,9 @@ def register_job_commands(groups: dict[str, argparse._SubParsersAction[Any]], cl
     settings: Sequence[Setting] = operator_module(cloud).SETTINGS
     epilog = WHERE_EPILOG.format(cloud=cloud.name, chain=cloud.credential_chain)
     for command, text in JOB_COMMANDS.items():
+        if command == "estimate":
+            _register_estimate(groups[command], cloud, text)
+            continue
         parser = groups[command].add_parser(
             cloud.name,
             help=f"{text} ({cloud.title})",
@@ -65,6 +69,15 @@ def register_job_commands(groups: dict[str, argparse._SubParsersAction[Any]], cl
         add_target_arguments(parser, settings)
         _COMMAND_OPTIONS[command](parser)
         parser.set_defaults(handler=run_job_command, cloud=cloud.name, job_command=command)
+
+
+def _register_estimate(group: argparse._SubParsersAction[Any], cloud: Cloud, text: str) -> None:
+    """``adder estimate <cloud>`` (core/ops/estimate.py) for a cloud with a price model; it
+    reads the stack's settings but opens no backend."""
+    from core.ops.estimate import MODELS, register_estimate_command
+
+    if cloud.name in MODELS:
+        register_estimate_command(group, cloud.name, cloud.title, text)
 
 
 def _submit_options(parser: argparse.ArgumentParser) -> None:
