@@ -22,7 +22,7 @@ from core.errors import StoreWriteError
 from core.jsontext import encodable
 from core.observe import outcome_fields
 from core.outcome import OutcomeKind
-from core.packing import PACK_CONTENT_TYPE, PackBuffer, pack_key
+from core.packing import PACK_CONTENT_TYPE, PACK_SUFFIX, PackBuffer, pack_name
 from core.pipeline import process_message, reject
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def deliver_packed(
     if len(pack):
         body = pack.body()
         try:
-            store.put(pack_key(store.prefix, body), body, PACK_CONTENT_TYPE)
+            store.put(store.key(pack_name(body), PACK_SUFFIX), body, PACK_CONTENT_TYPE)
         except Exception as error:
             handled = [item if item.retry else Handled(None, error) for item in handled]
     for delivery, item in zip(deliveries, handled, strict=True):

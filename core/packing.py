@@ -71,10 +71,14 @@ class PackError(ValueError):
     """A pack's bytes are not a pack (a line that is not one of the two record shapes)."""
 
 
+def pack_name(body: bytes) -> str:
+    """``packed/<sha256 of body>``: the pack's name under the prefix, without the suffix."""
+    return f"{PACKED_DIR}/{hashlib.sha256(body).hexdigest()[:PACK_HASH_LENGTH]}"
+
+
 def pack_key(prefix: str, body: bytes) -> str:
     """``{prefix}/packed/<sha256 of body>.jsonl``."""
-    digest = hashlib.sha256(body).hexdigest()[:PACK_HASH_LENGTH]
-    return object_key(prefix, f"{PACKED_DIR}/{digest}", PACK_SUFFIX)
+    return object_key(prefix, pack_name(body), PACK_SUFFIX)
 
 
 def is_pack_name(name: str) -> bool:

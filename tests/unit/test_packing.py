@@ -19,7 +19,7 @@ from core.packing import (
     results_layout_from_environment,
     unpack,
 )
-from core.ports import ResultStore
+from core.ports import LazyResultStore, ResultStore
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -135,3 +135,13 @@ def test_the_layout_setting(value: str, layout: ResultsLayout) -> None:
 def test_an_unknown_layout_is_one_clear_error() -> None:
     with pytest.raises(ConfigError, match="RESULTS_LAYOUT='zip': use 'per_task' or 'packed'"):
         results_layout_from_environment({"RESULTS_LAYOUT": "zip"})
+
+
+def test_a_lazy_store_gets_the_pack_under_its_prefix() -> None:
+    # GIVEN a store configured at the first write (as the Azure edge does)
+    real = MemoryStore(prefix="jobs/lazy")
+    # WHEN a batch is delivered packed through it
+    deliver_packed([Delivery(MESSAGES[0])], LazyResultStore(lambda: real), Lines())
+    # THEN the pack lands under the real store's prefix
+    ((key, _),) = real.objects.items()
+    assert key.startswith("jobs/lazy/packed/")
