@@ -367,6 +367,17 @@ resource "azurerm_function_app_flex_consumption" "this" {
     RESULTS_BLOB_ACCOUNT_URL                       = azurerm_storage_account.results.primary_blob_endpoint
     RESULTS_CONTAINER                              = azurerm_storage_container.results.name
     RESULTS_PREFIX                                 = var.results_prefix
+    RESULTS_LAYOUT                                 = var.results_layout
+
+    # Read by the batch trigger only (results_layout = "packed"); overrides host.json.
+    AzureFunctionsJobHost__extensions__serviceBus__maxMessageBatchSize = tostring(var.max_message_batch_size)
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.results_layout != "packed" || var.max_message_batch_size <= var.instance_memory_in_mb
+      error_message = "With results_layout = \"packed\", max_message_batch_size must not exceed instance_memory_in_mb: a batch of 256 KiB messages must fit in a quarter of an instance's memory."
+    }
   }
 }
 

@@ -53,6 +53,21 @@ output "results_prefix" {
   value       = var.results_prefix
 }
 
+output "results_layout" {
+  description = "How the function writes results (RESULTS_LAYOUT): \"per_task\" (one blob per task) or \"packed\" (one <prefix>/packed/<sha256>.jsonl blob per batch)."
+  value       = var.results_layout
+}
+
+output "max_message_batch_size" {
+  description = "Most messages one call of the batch trigger gets, so the most tasks one pack blob holds (used when results_layout = \"packed\"; a call gets what one receive returns, up to this)."
+  value       = var.max_message_batch_size
+}
+
+output "instance_memory_in_mb" {
+  description = "Memory of one Flex Consumption instance in MB (the GB-s of the compute bill)."
+  value       = azurerm_function_app_flex_consumption.this.instance_memory_in_mb
+}
+
 output "host_storage_account" {
   description = "Name of the storage account used by the Functions host (AzureWebJobsStorage) and for the deployment package."
   value       = azurerm_storage_account.host.name

@@ -89,6 +89,28 @@ variable "function_timeout_seconds" {
   }
 }
 
+variable "results_layout" {
+  description = "How the function writes results, passed to it as RESULTS_LAYOUT: \"per_task\" (the default: one blob <prefix>/<task_id>.out or .err per task, one message per call) or \"packed\" (one blob <prefix>/packed/<sha256>.jsonl per batch of messages, through a batch trigger; adder fetch unpacks it into the same files). Packed cuts blob writes, most of a job's bill, by the batch size."
+  type        = string
+  default     = "per_task"
+
+  validation {
+    condition     = contains(["per_task", "packed"], var.results_layout)
+    error_message = "The results_layout must be \"per_task\" or \"packed\"."
+  }
+}
+
+variable "max_message_batch_size" {
+  description = "Most messages one call of the batch trigger gets when results_layout = \"packed\" (ignored by per_task); set through the AzureFunctionsJobHost__extensions__serviceBus__maxMessageBatchSize app setting (it overrides host.json). Each call writes one pack, so blob writes per task are at least 1/this. An instance runs one batch at a time, and target-based scaling aims at (active messages / this) instances. At most instance_memory_in_mb: a batch of Standard-tier messages (256 KiB each at worst) then fits in a quarter of an instance's memory."
+  type        = number
+  default     = 1000
+
+  validation {
+    condition     = var.max_message_batch_size >= 1 && var.max_message_batch_size <= 4096 && floor(var.max_message_batch_size) == var.max_message_batch_size
+    error_message = "The max_message_batch_size must be a whole number between 1 and 4096."
+  }
+}
+
 ##############
 # Service Bus
 ##############
