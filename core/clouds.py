@@ -17,6 +17,7 @@ CORE_RUNTIME_MODULES = (
     "__init__.py",
     "delivery.py",
     "errors.py",
+    "group_commit.py",
     "ids.py",
     "jsontext.py",
     "numbers.py",

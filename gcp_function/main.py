@@ -3,8 +3,11 @@
 Deployed as ``main.py`` at the root of the source zip (next to ``core/`` and
 ``gcp_function/``); in the repository it is ``gcp_function/main.py``. Either way it only wires
 the pieces: the JSON logger, the results store named by ``RESULTS_BUCKET``/``RESULTS_PREFIX``,
-and :func:`gcp_function.handler.handle_request`. Without ``RESULTS_BUCKET`` the import fails,
-so a misconfigured revision never becomes ready (the deployment fails instead of every task).
+the results layout (``RESULTS_LAYOUT``: per task, or packed with ``PACK_MAX_BATCH`` and
+``PACK_MAX_WAIT_MS``), and :func:`gcp_function.handler.handle_request`. Without
+``RESULTS_BUCKET``, or with a setting that is not valid, the import fails with a ConfigError
+naming it, so a misconfigured revision never becomes ready (the deployment fails instead of
+every task).
 
 It takes the raw request rather than functions-framework's CloudEvent (the decorator wins
 over ``--signature-type``/``FUNCTION_SIGNATURE_TYPE``), because the framework's CloudEvent
@@ -23,12 +26,14 @@ import flask
 import functions_framework
 
 from gcp_function.gcs_store import store_from_environment
-from gcp_function.handler import handle_request
+from gcp_function.handler import group_commit_from_environment, handle_request
 from gcp_function.logs import configure_logging
 
 configure_logging()
 STORE = store_from_environment()
 """One store (and so one storage client, created on the first write) per instance."""
+COMMIT = group_commit_from_environment(STORE)
+"""Packed layout: the instance's group commit (concurrent requests, one pack); else None."""
 
 
 @functions_framework.http
@@ -40,7 +45,7 @@ def process_task(request: flask.Request) -> flask.Response:
     # echoing anything: there is nothing to record, and nobody left to answer.
     body = request.get_data()
     try:
-        handle_request(request.headers, body, STORE)
+        handle_request(request.headers, body, STORE, COMMIT)
     except Exception:  # already logged by the handler, once, as JSON with the stack
         return _answer("not processed, will be retried", 500)
     return _answer("OK", 200)

@@ -332,21 +332,25 @@ resource "google_cloudfunctions2_function" "this" {
   }
 
   service_config {
-    available_memory                 = var.function_memory
+    available_memory = var.function_memory
+    # Cloud Run's rules for CPU, memory and concurrency are checked at plan time by the
+    # preconditions of the outputs in function_settings.tf.
+    available_cpu                    = var.function_cpu
     timeout_seconds                  = var.function_timeout_seconds
     min_instance_count               = 0
     max_instance_count               = var.max_instance_count
-    max_instance_request_concurrency = 1
+    max_instance_request_concurrency = var.request_concurrency
     # Pub/Sub pushes from the same project to the run.app URL are internal
     # traffic (Cloud Run "Restricting ingress"); IAM (run.invoker) still applies.
     ingress_settings               = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision = true
     service_account_email          = google_service_account.function.email
 
-    environment_variables = {
+    # THREADS, RESULTS_LAYOUT and, packed, PACK_MAX_BATCH/PACK_MAX_WAIT_MS: function_settings.tf
+    environment_variables = merge(local.function_settings, {
       RESULTS_BUCKET = google_storage_bucket.results.name
       RESULTS_PREFIX = var.results_prefix
-    }
+    })
   }
 
   depends_on = [

@@ -102,6 +102,28 @@ variable "max_instance_count" {
   }
 }
 
+variable "request_concurrency" {
+  description = "Requests one function instance serves at once (service_config.max_instance_request_concurrency, 1-1000); the function's server gets as many threads (THREADS). A task is I/O-bound (a 20-50 ms Cloud Storage write, a few ms of CPU), so concurrent requests overlap their waits: measured with bench/gcp_concurrency.py, one instance serves several times the tasks per second of concurrency 1. Cost: an instance is billed while it serves at least one request, so overlapping requests share instance-seconds: fewer instances and fewer billed vCPU-/GiB-seconds per task (and fewer cold starts), at the price of 1 vCPU per instance (required above 1). In the packed layout the requests an instance holds at once are written as one pack, so the concurrency is also the largest pack. 1 restores one request per instance."
+  type        = number
+  default     = 80
+
+  validation {
+    condition     = var.request_concurrency >= 1 && var.request_concurrency <= 1000 && floor(var.request_concurrency) == var.request_concurrency
+    error_message = "The request_concurrency must be a whole number between 1 and 1000."
+  }
+}
+
+variable "function_cpu" {
+  description = "vCPUs of one function instance (service_config.available_cpu): \"0.08\" to \"1\" in steps of 0.001, or \"2\", \"4\", \"6\" or \"8\". Cloud Run allows a request_concurrency above 1 only with at least 1 vCPU. Null: the platform derives it from function_memory (256M gets 0.167 vCPU), which allows request_concurrency = 1 only. Fewer than 1 vCPU also caps the memory (under 0.5 vCPU: 512 MiB; under 1: 1 GiB), and 4, 6 and 8 vCPUs need at least 2, 4 and 4 GiB (checked at plan time)."
+  type        = string
+  default     = "1"
+
+  validation {
+    condition     = var.function_cpu == null || try(contains(["2", "4", "6", "8"], var.function_cpu) || (can(regex("^(0(\\.[0-9]{1,3})?|1(\\.0{1,3})?)$", var.function_cpu)) && tonumber(var.function_cpu) >= 0.08), false)
+    error_message = "The function_cpu must be null, a number of vCPUs from \"0.08\" to \"1\" with at most 3 decimals, or \"2\", \"4\", \"6\" or \"8\"."
+  }
+}
+
 variable "build_service_account" {
   description = "Optional service account Cloud Build uses to build the function, as \"projects/<project>/serviceAccounts/<email>\". When null the platform default build service account is used (in newer projects the Compute Engine default service account)."
   type        = string
@@ -212,6 +234,28 @@ variable "results_prefix" {
   validation {
     condition     = var.results_prefix == "" || (length(var.results_prefix) <= 512 && can(regex("^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*$", var.results_prefix)))
     error_message = "The results_prefix must be empty or path segments of [A-Za-z0-9!_.*'()-] joined by single slashes, with no leading or trailing slash."
+  }
+}
+
+variable "results_layout" {
+  description = "How the function writes results (RESULTS_LAYOUT): \"per_task\", one object per task (<prefix>/<task_id>.out or .err), or \"packed\", one object per batch of the requests an instance serves at once (<prefix>/packed/<hash>.jsonl, one JSON line per task), gathered for at most pack_max_wait_ms: object writes fall from one per task to one per batch (up to request_concurrency tasks). `adder fetch gcp` and `adder status/watch gcp` read both layouts."
+  type        = string
+  default     = "per_task"
+
+  validation {
+    condition     = contains(["per_task", "packed"], var.results_layout)
+    error_message = "The results_layout must be \"per_task\" or \"packed\"."
+  }
+}
+
+variable "pack_max_wait_ms" {
+  description = "Packed layout only (PACK_MAX_WAIT_MS): how long, from its first request, an instance gathers requests into one pack before writing it (0-1000 ms; a pack holding request_concurrency requests is written at once). Every request of the pack is answered after the write, so this is added to a task's latency when the instance is not busy."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.pack_max_wait_ms >= 0 && var.pack_max_wait_ms <= 1000 && floor(var.pack_max_wait_ms) == var.pack_max_wait_ms
+    error_message = "The pack_max_wait_ms must be a whole number between 0 and 1000."
   }
 }
 

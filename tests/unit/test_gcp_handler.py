@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -14,9 +15,11 @@ import pytest
 from cloudevents.http import CloudEvent
 
 from core.errors import ConfigError, StoreWriteError
+from core.group_commit import GroupCommit
 from core.outcome import OutcomeKind
+from core.packing import unpack
 from gcp_function.gcs_store import store_from_environment
-from gcp_function.handler import handle_event
+from gcp_function.handler import group_commit_from_environment, handle_event
 from gcp_function.logs import LOGGER_NAME, CloudLoggingFormatter
 from tests.conftest import REPO_ROOT, load_event
 from tests.support.logs import handler_on
@@ -213,3 +216,98 @@ def test_main_refuses_other_methods(
     app, store = app_with_memory_store
     assert app.test_client().get("/").status_code == 405
     assert store.objects == {} and entries(log_lines) == []
+
+
+# --- packed layout ------------------------------------------------------------------------
+
+
+def test_the_layout_setting_chooses_the_group_commit() -> None:
+    # GIVEN no layout, per_task, or packed (with and without pack settings)
+    store = InMemoryResultStore()
+    # THEN one object per task has no group commit
+    assert group_commit_from_environment(store, {}) is None
+    assert group_commit_from_environment(store, {"RESULTS_LAYOUT": "per_task"}) is None
+    # AND packed has one, its batch the server's threads unless PACK_MAX_BATCH says otherwise
+    commit = group_commit_from_environment(store, {"RESULTS_LAYOUT": "packed", "THREADS": "8"})
+    assert commit is not None and commit.store is store
+    assert (commit.max_batch, commit.max_wait_seconds) == (8, 0.05)
+    environ = {"RESULTS_LAYOUT": "packed", "PACK_MAX_BATCH": "3", "PACK_MAX_WAIT_MS": "20"}
+    commit = group_commit_from_environment(store, environ)
+    assert commit is not None and (commit.max_batch, commit.max_wait_seconds) == (3, 0.02)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"RESULTS_LAYOUT": "pack"}, "RESULTS_LAYOUT='pack': use 'per_task' or 'packed'"),
+        (
+            {"RESULTS_LAYOUT": "packed", "PACK_MAX_BATCH": "0"},
+            "PACK_MAX_BATCH='0': use a whole number from 1 to 1000",
+        ),
+    ],
+)
+def test_a_bad_layout_setting_is_one_clear_config_error(
+    environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        group_commit_from_environment(InMemoryResultStore(), environ)
+    assert str(raised.value) == message
+
+
+def one_request_batches(store: InMemoryResultStore) -> GroupCommit:
+    """The packed layout's group commit on ``store``, one request per batch, no window."""
+    environ = {"RESULTS_LAYOUT": "packed", "PACK_MAX_BATCH": "1", "PACK_MAX_WAIT_MS": "0"}
+    commit = group_commit_from_environment(store, environ)
+    assert commit is not None
+    return commit
+
+
+def test_packed_handling_writes_a_pack_and_a_failed_pack_is_redelivered(
+    log_lines: io.StringIO,
+) -> None:
+    # GIVEN the group commit of a packed instance serving one request at a time
+    store = InMemoryResultStore()
+    commit = one_request_batches(store)
+    message = {"data": b64(b'{"id": "p1", "data": {"num1": 1, "num2": 2}}'), "messageId": "m7"}
+    # WHEN a task is handled through it
+    outcome = handle_event(event(message), store, {"deliveryAttempt": 2}, commit)
+    # THEN the result is in a pack (nothing else written) and the log line is the usual one
+    assert outcome.kind is OutcomeKind.SUCCEEDED
+    [(key, data)] = store.objects.items()
+    assert key.startswith("packed/") and key.endswith(".jsonl")
+    assert [(r.file_name, r.content) for r in unpack(data)] == [("p1.out", b"3")]
+    [entry] = entries(log_lines)
+    assert (entry["task_id"], entry["delivery_attempt"]) == ("p1", 2)
+    # WHEN the store fails / THEN the error propagates (-> 500 -> redelivery)
+    store.fail_all = True
+    with pytest.raises(StoreWriteError):
+        handle_event(event({**message, "messageId": "m8"}), store, None, commit)
+
+
+def test_main_in_the_packed_layout_answers_from_the_pack_write(
+    log_lines: io.StringIO,
+) -> None:
+    # GIVEN gcp_function/main.py loaded with RESULTS_LAYOUT=packed
+    os.environ.update(RESULTS_BUCKET="unit-test-bucket", RESULTS_LAYOUT="packed", THREADS="6")
+    app = functions_framework.create_app(  # type: ignore[no-untyped-call]
+        "process_task", str(REPO_ROOT / "gcp_function" / "main.py"), "cloudevent"
+    )
+    module: Any = sys.modules["main"]
+    try:
+        # THEN the instance has a group commit on its store, batches of its 6 threads
+        assert isinstance(module.COMMIT, GroupCommit)
+        assert module.COMMIT.store is module.STORE and module.COMMIT.max_batch == 6
+        # WHEN a push is posted (the store swapped for memory, one request per batch)
+        store = InMemoryResultStore()
+        module.COMMIT = one_request_batches(store)
+        response = app.test_client().post("/", json=load_event("gcp_pubsub_push.json"))
+        # THEN it is acknowledged once its pack is written
+        assert response.status_code == 200
+        [data] = store.objects.values()
+        assert [r.file_name for r in unpack(data)] == ["gcp-push.out"]
+        # AND a failed pack write is a 500: Pub/Sub delivers it again
+        store.fail_all = True
+        response = app.test_client().post("/", json=load_event("gcp_pubsub_push.json"))
+        assert response.status_code == 500
+    finally:
+        sys.modules.pop("main", None)
