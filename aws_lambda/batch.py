@@ -1,4 +1,10 @@
-"""One SQS batch: every record through core, concurrently, with a deadline; partial failures."""
+"""One SQS batch: every record through core, with a deadline; partial failures.
+
+Two layouts (``core.packing``): per task, records run concurrently and each writes its own
+object; packed, the batch runs through ``core.delivery.deliver_packed`` and writes one object
+for the whole batch, so a failed write returns every record that would have been
+acknowledged to the queue.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,12 @@ import logging
 from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 from aws_lambda.envelope import SqsMessage, decode_sqs_record
-from core.delivery import Delivery, deliver
+from core.delivery import Delivery, deliver, deliver_packed
 from core.errors import AdderError
+from core.packing import ResultsLayout
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from concurrent.futures import Executor
 
     from core.ports import ResultStore
@@ -52,13 +59,38 @@ def handle_record(
     """Process one record, unless the invocation is about to run out of time."""
     message = decode_sqs_record(record)
     if remaining_ms() < margin_ms:
-        logger.warning(
-            "not started: invocation deadline near",
-            extra={"message_id": message.message_id, "outcome": NOT_STARTED},
-        )
-        return RecordResult(message, retry=True)
+        return _not_started(message)
     delivery = Delivery(message.body, message.message_id, message.receive_count)
     return RecordResult(message, retry=deliver(delivery, store, _emit).retry)
+
+
+def handle_packed(
+    records: Sequence[Mapping[str, Any]],
+    store: ResultStore,
+    remaining_ms: Callable[[], float],
+    margin_ms: float,
+) -> list[RecordResult]:
+    """Process the whole batch into one pack (one write), unless the invocation is about to
+    run out of time: then no record starts and every one is retried."""
+    messages = [decode_sqs_record(record) for record in records]
+    if not messages:
+        return []
+    if remaining_ms() < margin_ms:
+        return [_not_started(message) for message in messages]
+    deliveries = [Delivery(m.body, m.message_id, m.receive_count) for m in messages]
+    handled = deliver_packed(deliveries, store, _emit)
+    return [
+        RecordResult(message, retry=item.retry)
+        for message, item in zip(messages, handled, strict=True)
+    ]
+
+
+def _not_started(message: SqsMessage) -> RecordResult:
+    logger.warning(
+        "not started: invocation deadline near",
+        extra={"message_id": message.message_id, "outcome": NOT_STARTED},
+    )
+    return RecordResult(message, retry=True)
 
 
 def _emit(level: int, text: str, fields: dict[str, object]) -> None:
@@ -73,8 +105,12 @@ def process_batch(
     executor: Executor | None,
     remaining_ms: Callable[[], float],
     margin_ms: float,
+    layout: ResultsLayout = ResultsLayout.PER_TASK,
 ) -> PartialBatchResponse:
-    """Run every record (through ``executor`` when given) and list those to retry."""
+    """Run every record (per task: through ``executor`` when given; packed: into one pack)
+    and list those to retry."""
+    if layout is ResultsLayout.PACKED:
+        return partial_batch_response(handle_packed(records, store, remaining_ms, margin_ms))
 
     def run(record: Mapping[str, Any]) -> RecordResult:
         return handle_record(record, store, remaining_ms, margin_ms)
@@ -83,6 +119,11 @@ def process_batch(
         results = [run(record) for record in records]
     else:
         results = list(executor.map(run, records))
+    return partial_batch_response(results)
+
+
+def partial_batch_response(results: Iterable[RecordResult]) -> PartialBatchResponse:
+    """The records to retry, by messageId; a retry without one fails the whole batch."""
     failures: list[BatchItemFailure] = []
     for result in results:
         if not result.retry:

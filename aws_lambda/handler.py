@@ -1,8 +1,13 @@
 """AWS Lambda entry point: ``aws_lambda.handler.lambda_handler`` (SQS event source mapping).
 
 Settings (environment): ``RESULTS_BUCKET`` (required), ``RESULTS_PREFIX`` (default empty),
-``ADDER_MAX_CONCURRENCY`` (records written at once, default 32), ``ADDER_DEADLINE_MARGIN_MS``
-(no record starts when less time than this is left, default 3000).
+``RESULTS_LAYOUT`` (``per_task``, the default: one object per task; ``packed``: one object per
+batch, see ``core.packing``), ``ADDER_MAX_CONCURRENCY`` (records written at once, default 32),
+``ADDER_DEADLINE_MARGIN_MS`` (no record starts when less time than this is left, default 3000).
+
+A missing ``RESULTS_BUCKET`` or an unknown ``RESULTS_LAYOUT`` fails the invocation with one
+ConfigError line naming the setting, before any record runs: Lambda returns the whole batch to
+the queue (after ``max_receive_count`` receives, to the dead-letter queue); nothing is lost.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda.batch import PartialBatchResponse, process_batch
 from aws_lambda.envelope import sqs_records
 from aws_lambda.s3_store import S3ResultStore, store_from_environment
+from core.packing import ResultsLayout, results_layout_from_environment
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -26,6 +32,7 @@ DEFAULT_DEADLINE_MARGIN_MS = 3000
 
 _lock = threading.Lock()
 _store: S3ResultStore | None = None
+_layout: ResultsLayout | None = None
 _executor: ThreadPoolExecutor | None = None
 
 
@@ -44,6 +51,16 @@ def default_store() -> S3ResultStore:
     return _store
 
 
+def default_layout() -> ResultsLayout:
+    """The container's results layout (``RESULTS_LAYOUT``), read on first use."""
+    global _layout
+    if _layout is None:
+        with _lock:
+            if _layout is None:
+                _layout = results_layout_from_environment()
+    return _layout
+
+
 def _default_executor() -> ThreadPoolExecutor:
     global _executor
     if _executor is None:
@@ -55,16 +72,23 @@ def _default_executor() -> ThreadPoolExecutor:
 
 
 def handle_event(
-    event: Mapping[str, Any], context: Any, store: ResultStore | None = None
+    event: Mapping[str, Any],
+    context: Any,
+    store: ResultStore | None = None,
+    layout: ResultsLayout | None = None,
 ) -> PartialBatchResponse:
-    """Process an SQS event with ``store`` (default: the container's S3 store)."""
+    """Process an SQS event with ``store`` (default: the container's S3 store) in ``layout``
+    (default: the container's ``RESULTS_LAYOUT``)."""
+    records = sqs_records(event)
+    layout = layout or default_layout()
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     return process_batch(
-        sqs_records(event),
+        records,
         store or default_store(),
         executor=_default_executor(),
         remaining_ms=remaining if callable(remaining) else (lambda: float("inf")),
         margin_ms=_setting("ADDER_DEADLINE_MARGIN_MS", DEFAULT_DEADLINE_MARGIN_MS),
+        layout=layout,
     )
 
 

@@ -75,7 +75,8 @@ moto and boto3: pip install 'adder-tasks[sandbox]'.
 Everything lives in the server's memory: stopping the sandbox forgets the queues, the bucket
 and the results, and removes DIR (--keep keeps it, with moto.log, terraform.log and
 function.log). To see retries, the dead-letter queue and redrive: write a regular expression
-to DIR/fail-writes; the function's writes of matching keys fail until the file is removed.
+to DIR/fail-writes; the function's writes of matching keys fail until the file is removed
+(with --var results_layout=packed: the batch whose pack holds a matching key).
 Exit codes: 0 stopped by --exit-after-idle, 1 the server or the function died, 2 setup failed
 (one line on stderr), 130 Ctrl-C, 143 SIGTERM."""
 

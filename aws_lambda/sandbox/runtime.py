@@ -9,7 +9,9 @@ stdout. Its own output (the function's JSON log lines) goes to ``stderr``, a fil
 While the file ``fail_writes`` names exists and holds a regular expression, the function's
 S3 writes of keys it matches fail with S3's 500 InternalError (injected at botocore's
 ``before-send`` seam of the function's client), so retries, the dead-letter queue and a
-redrive can be seen locally. Delete the file and the writes succeed again.
+redrive can be seen locally. In the packed layout a pack's write fails when one of the
+per-task keys it stands for (``{prefix}/{id}.out``, ...) matches: its whole batch is retried.
+Delete the file and the writes succeed again.
 """
 
 from __future__ import annotations
@@ -35,6 +37,19 @@ fail_file = sys.argv[2] if len(sys.argv) > 2 else ""
 module = importlib.import_module(module_name)
 handler = getattr(module, function_name)
 
+def keys_written(key, request):
+    # the key, or for a pack (RESULTS_LAYOUT=packed) the per-task keys it stands for
+    prefix, packed, _ = key.rpartition("packed/")
+    if not packed or not key.endswith(".jsonl"):
+        return [key]
+    from core.packing import unpack
+    body = request.body
+    data = body.getvalue() if hasattr(body, "getvalue") else body
+    try:
+        return [prefix + record.file_name for record in unpack(bytes(data or b""))]
+    except ValueError:
+        return [key]
+
 def fail_matching_writes(request, **_):
     try:
         with open(fail_file, encoding="utf-8") as file:
@@ -44,7 +59,7 @@ def fail_matching_writes(request, **_):
     from urllib.parse import unquote, urlsplit
     key = unquote(urlsplit(request.url).path.lstrip("/").partition("/")[2])
     try:
-        if not pattern or not re.search(pattern, key):
+        if not pattern or not any(re.search(pattern, name) for name in keys_written(key, request)):
             return None
     except re.error:
         return None

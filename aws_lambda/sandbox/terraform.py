@@ -11,8 +11,10 @@ Example::
         stack.with_moto_endpoints("http://127.0.0.1:5000")
         stack.with_endpoint_output("http://127.0.0.1:5000")  # optional: `terraform output`
         stack.init()
-        stack.apply({"region": "us-east-1", "lambda_zip_path": str(zip_path)})
+        variables = {"region": "us-east-1", "lambda_zip_path": str(zip_path)}
+        stack.apply(variables)
         outputs = stack.output()
+        plan = stack.plan_json({**variables, "batch_size": 5})  # what a change would do
         stack.destroy()
 """
 
@@ -47,6 +49,8 @@ ENDPOINT_OUTPUT_FILE_NAME = "moto_outputs.tf"
 ENDPOINT_OUTPUT = "endpoint_url"
 """The output a moto copy of the stack adds: the endpoint every client must use."""
 VARS_FILE_NAME = "harness.tfvars.json"
+PLAN_VARS_FILE_NAME = "plan.tfvars.json"
+PLAN_FILE_NAME = "harness.tfplan"
 
 # Resource-level overrides for moto gaps that must not weaken the real stack:
 # - moto (5.2) does not implement the SQS RedriveAllowPolicy attribute, so the provider
@@ -346,6 +350,29 @@ class TerraformStack:
         if result.returncode not in (0, 2):
             raise TerraformError(result.args, result.returncode, result.stdout, result.stderr)
         return result.returncode == 2
+
+    def plan_json(self, vars: Mapping[str, Any]) -> dict[str, Any]:
+        """Run ``terraform plan`` with ``vars`` (not kept: apply and destroy still use their
+        own) and return the plan as ``terraform show -json`` gives it."""
+        var_file = self.work_dir / PLAN_VARS_FILE_NAME
+        plan_file = self.work_dir / PLAN_FILE_NAME
+        var_file.write_text(json.dumps(dict(vars), indent=2, default=str), encoding="utf-8")
+        try:
+            self._run(
+                [
+                    "plan",
+                    "-input=false",
+                    "-no-color",
+                    f"-out={plan_file}",
+                    f"-var-file={var_file}",
+                ]
+            )
+            result = self._run(["show", "-json", "-no-color", str(plan_file)])
+        finally:
+            plan_file.unlink(missing_ok=True)
+            var_file.unlink(missing_ok=True)
+        plan: dict[str, Any] = json.loads(result.stdout)
+        return plan
 
     def output(self) -> dict[str, Any]:
         """Return ``terraform output -json`` as ``{name: value}``."""

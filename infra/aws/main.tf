@@ -276,7 +276,7 @@ resource "aws_lambda_function" "this" {
   #checkov:skip=CKV_AWS_272:Code signing is out of scope: the zip is built reproducibly by `adder package aws` and deployed by Terraform itself.
   #checkov:skip=CKV_AWS_50:X-Ray tracing is off: xray:PutTraceSegments needs Resource "*", which the least-privilege policy avoids; JSON logs carry the request ids.
   #checkov:skip=CKV_AWS_115:Concurrency is bounded by the event source mapping's scaling_config.maximum_concurrency; reserved concurrency would also carve capacity out of the account pool.
-  #checkov:skip=CKV_AWS_173:The environment holds only the bucket name and key prefix, no secrets; a customer-managed key is used when var.kms_key_arn is set.
+  #checkov:skip=CKV_AWS_173:The environment holds only the bucket name, key prefix and results layout, no secrets; a customer-managed key is used when var.kms_key_arn is set.
   function_name    = local.function_name
   description      = "Adds the two numbers of each SQS task and writes the result to S3."
   role             = aws_iam_role.this.arn
@@ -293,6 +293,7 @@ resource "aws_lambda_function" "this" {
     variables = {
       RESULTS_BUCKET = aws_s3_bucket.results.id
       RESULTS_PREFIX = var.results_prefix
+      RESULTS_LAYOUT = var.results_layout
     }
   }
 

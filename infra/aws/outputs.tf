@@ -48,6 +48,21 @@ output "results_prefix" {
   value       = var.results_prefix
 }
 
+output "results_layout" {
+  description = "How results are written (RESULTS_LAYOUT): \"per_task\" (<prefix>/<task_id>.out|.err) or \"packed\" (<prefix>/packed/<sha256>.jsonl, one per batch)."
+  value       = var.results_layout
+}
+
+output "batch_size" {
+  description = "Maximum messages per invocation of the event source mapping (one packed object per batch in the packed layout)."
+  value       = var.batch_size
+}
+
+output "lambda_memory_size" {
+  description = "Memory of the function in MB (its GB-s price scales with it)."
+  value       = var.lambda_memory_size
+}
+
 output "function_name" {
   description = "Name of the worker Lambda function."
   value       = aws_lambda_function.this.function_name

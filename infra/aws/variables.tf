@@ -174,7 +174,7 @@ variable "event_source_mapping_enabled" {
 }
 
 variable "batch_size" {
-  description = "Maximum messages per invocation (1-10000). Values above 10 require maximum_batching_window_in_seconds >= 1."
+  description = "Maximum messages per invocation (1-10000). Values above 10 require maximum_batching_window_in_seconds >= 1. With results_layout = \"packed\" each batch is one S3 object, so this divides the number of writes."
   type        = number
   default     = 10
 
@@ -232,6 +232,17 @@ variable "results_prefix" {
   validation {
     condition     = var.results_prefix == "" || (length(var.results_prefix) <= 512 && can(regex("^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*$", var.results_prefix)))
     error_message = "The results_prefix must be empty or path segments of [A-Za-z0-9!_.*'()-] joined by single slashes, with no leading or trailing slash."
+  }
+}
+
+variable "results_layout" {
+  description = "How the function writes results, passed to it as RESULTS_LAYOUT. \"per_task\" (the default): one object per task, <prefix>/<task_id>.out or .err. \"packed\": one object per delivered batch, <prefix>/packed/<sha256>.jsonl, one JSON line per task ({\"id\", \"result\"} or {\"name\", \"error\"}); `adder fetch` unpacks it to the same files. S3 PUTs fall from one per task to one per batch: up to batch_size times fewer (10x at the default 10). With a batching window (maximum_batching_window_in_seconds > 0, required for batch_size > 10) batches grow up to batch_size = 10000 and writes fall further, up to 10000x, at the cost of up to that many seconds of latency; a failed pack write returns the whole batch to the queue."
+  type        = string
+  default     = "per_task"
+
+  validation {
+    condition     = contains(["per_task", "packed"], var.results_layout)
+    error_message = "The results_layout must be \"per_task\" or \"packed\"."
   }
 }
 

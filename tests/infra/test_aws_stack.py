@@ -1,5 +1,6 @@
 """infra/aws for real: terraform apply against a moto server, then the deployed zip's handler
-processes tasks submitted to the queue the stack created, then terraform destroy."""
+processes tasks submitted to the queue the stack created, then terraform destroy. Variables
+that need no server (validation, planned outputs) are checked with an offline plan."""
 
 from __future__ import annotations
 
@@ -15,10 +16,16 @@ import pytest
 from aws_lambda.sandbox import moto_server
 from aws_lambda.sandbox.esm import EventSourceMapping
 from aws_lambda.sandbox.runtime import InvocationError, ZipRuntime
-from aws_lambda.sandbox.terraform import TerraformStack, find_terraform
+from aws_lambda.sandbox.terraform import (
+    TerraformError,
+    TerraformStack,
+    find_terraform,
+    write_dummy_lambda_zip,
+)
 from core.cli import main as adder
 from core.clouds import CLOUDS
 from core.packaging import build_package
+from core.packing import PACK_CONTENT_TYPE, unpack
 from tests.conftest import REPO_ROOT
 from tests.support.tools import require
 from tools.servers import free_port, running_server
@@ -107,6 +114,12 @@ def test_outputs_name_what_a_user_needs(deployed: Deployed) -> None:
     ):
         assert outputs[name], name
     assert outputs["results_prefix"] == "results"
+    # AND what `adder estimate` prices: the layout, the batch size and the memory
+    assert (outputs["results_layout"], outputs["batch_size"], outputs["lambda_memory_size"]) == (
+        "per_task",
+        10,
+        256,
+    )
 
 
 def test_queue_has_encryption_dlq_and_derived_visibility_timeout(deployed: Deployed) -> None:
@@ -146,6 +159,7 @@ def test_function_runs_the_packaged_zip_with_the_right_settings(deployed: Deploy
     assert config["Environment"]["Variables"] == {
         "RESULTS_BUCKET": deployed.outputs["results_bucket"],
         "RESULTS_PREFIX": "results",
+        "RESULTS_LAYOUT": "per_task",
     }
     digest = base64.b64encode(hashlib.sha256(deployed.zip_path.read_bytes()).digest()).decode()
     assert config["CodeSha256"] == digest
@@ -324,3 +338,139 @@ def test_invocation_errors_surface(deployed: Deployed, tmp_path: Path) -> None:
             runtime.invoke({"Records": [{"messageId": "m", "body": "{}"}]})
     finally:
         runtime.close()
+
+
+# --- results_layout -------------------------------------------------------------------------
+
+
+def function_change(plan: dict[str, Any]) -> dict[str, Any]:
+    """The planned change of the worker function."""
+    (change,) = [
+        c["change"] for c in plan["resource_changes"] if c["address"] == "aws_lambda_function.this"
+    ]
+    return dict(change)
+
+
+def test_switching_a_deployed_stack_to_packed_only_updates_the_function_environment(
+    deployed: Deployed,
+) -> None:
+    # GIVEN the applied stack (per_task) / WHEN it is planned with results_layout = "packed"
+    plan = deployed.stack.plan_json(
+        {**TEST_VARS, "lambda_zip_path": str(deployed.zip_path), "results_layout": "packed"}
+    )
+    # THEN the function is updated in place, RESULTS_LAYOUT going from per_task to packed
+    change = function_change(plan)
+    assert change["actions"] == ["update"]
+    [before] = change["before"]["environment"]
+    [after] = change["after"]["environment"]
+    assert (before["variables"]["RESULTS_LAYOUT"], after["variables"]["RESULTS_LAYOUT"]) == (
+        "per_task",
+        "packed",
+    )
+    assert {k: v for k, v in after["variables"].items() if k != "RESULTS_LAYOUT"} == {
+        "RESULTS_BUCKET": deployed.outputs["results_bucket"],
+        "RESULTS_PREFIX": "results",
+    }
+    # AND nothing is replaced or destroyed (the bucket and the queues keep their contents)
+    assert all("delete" not in c["change"]["actions"] for c in plan["resource_changes"])
+    assert plan["planned_values"]["outputs"]["results_layout"]["value"] == "packed"
+
+
+def test_the_deployed_zip_in_the_packed_layout_writes_one_pack_per_batch(
+    deployed: Deployed, tmp_path: Path
+) -> None:
+    # GIVEN the deployed zip with the function's environment and RESULTS_LAYOUT=packed
+    outputs = deployed.outputs
+    config = deployed.lambda_.get_function_configuration(FunctionName=outputs["function_name"])
+    env = {
+        **config["Environment"]["Variables"],
+        "RESULTS_LAYOUT": "packed",
+        "RESULTS_PREFIX": "packed-zip",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ENDPOINT_URL": deployed.endpoint,
+    }
+    bodies = [json.dumps({"id": f"z{i}", "data": {"num1": i, "num2": 0.5}}) for i in range(9)]
+    event = {"Records": [{"messageId": f"m{i}", "body": b} for i, b in enumerate(bodies)]}
+    runtime = ZipRuntime(deployed.zip_path, config["Handler"], tmp_path, env)
+    try:
+        # WHEN it is invoked with a batch of 9 good tasks and one bad one
+        event["Records"].append({"messageId": "m-bad", "body": "not json"})
+        response = runtime.invoke(event)
+    finally:
+        runtime.close()
+    # THEN nothing is retried, and one object under packed-zip/packed/ holds all 10 records
+    assert response == {"batchItemFailures": []}
+    bucket = outputs["results_bucket"]
+    listed = deployed.s3.list_objects_v2(Bucket=bucket, Prefix="packed-zip/")["Contents"]
+    [key] = [item["Key"] for item in listed]
+    assert key.startswith("packed-zip/packed/") and key.endswith(".jsonl")
+    got = deployed.s3.get_object(Bucket=bucket, Key=key)
+    assert got["ContentType"] == PACK_CONTENT_TYPE
+    records = {record.file_name: record.content for record in unpack(got["Body"].read())}
+    assert {name: records[name] for name in records if name.endswith(".out")} == {
+        f"z{i}.out": f"{i + 0.5}".encode() for i in range(9)
+    }
+    assert sum(name.endswith(".err") for name in records) == 1
+
+
+@pytest.fixture(scope="module")
+def offline_stack(
+    plugin_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[TerraformStack, dict[str, Any]]]:
+    """A copy of infra/aws, initialised from the mirror, its provider pointed at a closed port:
+    a plan of a new stack calls no AWS API, so none is needed. Yields it and the base vars."""
+    work = tmp_path_factory.mktemp("aws-plan")
+    zip_path = write_dummy_lambda_zip(work / "dummy.zip")
+    with TerraformStack.copy_of(
+        REPO_ROOT / "infra" / "aws", work / "stack", plugin_dir=plugin_dir
+    ) as stack:
+        stack.with_moto_endpoints(f"http://127.0.0.1:{free_port()}")
+        stack.init()
+        yield stack, {"region": REGION, "lambda_zip_path": str(zip_path)}
+
+
+def test_an_unknown_results_layout_is_refused_by_the_variable_validation(
+    offline_stack: tuple[TerraformStack, dict[str, Any]],
+) -> None:
+    stack, base = offline_stack
+    # WHEN the stack is planned with a layout that is neither per_task nor packed
+    with pytest.raises(TerraformError) as raised:
+        stack.plan_json({**base, "results_layout": "zip"})
+    # THEN terraform refuses the variable, saying which values it takes
+    message = raised.value.stderr
+    assert "Invalid value for variable" in message
+    assert 'The results_layout must be "per_task" or "packed".' in message
+
+
+def test_packed_with_a_batching_window_plans_big_batches_within_the_sqs_rules(
+    offline_stack: tuple[TerraformStack, dict[str, Any]],
+) -> None:
+    stack, base = offline_stack
+    # GIVEN packed results with 1,000-message batches gathered for up to 5 s
+    packed = {
+        **base,
+        "results_layout": "packed",
+        "batch_size": 1000,
+        "maximum_batching_window_in_seconds": 5,
+    }
+    # WHEN it is planned
+    plan = stack.plan_json(packed)
+    # THEN the outputs `adder estimate` reads say so (the function's environment is checked
+    # on the deployed stack: offline, its bucket name is not known yet)
+    planned = plan["planned_values"]["outputs"]
+    outputs = {name: value.get("value") for name, value in planned.items()}
+    assert (outputs["results_layout"], outputs["batch_size"], outputs["lambda_memory_size"]) == (
+        "packed",
+        1000,
+        256,
+    )
+    # AND the visibility timeout still covers 6 function timeouts plus the window
+    assert outputs["queue_visibility_timeout_seconds"] == 6 * 30 + 5
+    # AND a batch above 10 without a window is still refused (SQS needs one >= 1 s)
+    with pytest.raises(TerraformError) as raised:
+        stack.plan_json({**packed, "maximum_batching_window_in_seconds": 0})
+    assert "A batch_size above 10 requires maximum_batching_window_in_seconds >= 1." in (
+        raised.value.stderr
+    )
