@@ -337,3 +337,81 @@ resource "aws_lambda_event_source_mapping" "this" {
     }
   }
 }
+
+#########################################
+# Queue-pulling worker (`adder work`), optional
+#########################################
+
+data "aws_iam_policy_document" "worker_assume_role" {
+  count = var.create_worker_role ? 1 : 0
+
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = var.worker_trusted_services
+    }
+  }
+}
+
+resource "aws_iam_role" "worker" {
+  count = var.create_worker_role ? 1 : 0
+
+  name               = "${var.name}-queue-worker"
+  description        = "Role of `adder work` instances or tasks pulling from ${local.queue_name}."
+  assume_role_policy = data.aws_iam_policy_document.worker_assume_role[0].json
+}
+
+data "aws_iam_policy_document" "worker" {
+  count = var.create_worker_role ? 1 : 0
+
+  # The worker finds the queue by name, reads its visibility timeout, long-polls it, extends
+  # the lease of tasks in hand (and releases them on a termination notice) and deletes what
+  # it has written. Its logs go to stdout (journald or the container's log driver).
+  statement {
+    sid = "WorkTaskQueue"
+    actions = [
+      "sqs:GetQueueUrl",
+      "sqs:GetQueueAttributes",
+      "sqs:ReceiveMessage",
+      "sqs:ChangeMessageVisibility",
+      "sqs:DeleteMessage",
+    ]
+    resources = [aws_sqs_queue.this.arn]
+  }
+
+  statement {
+    sid       = "WriteResults"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.results.arn}/${local.results_key_prefix}*"]
+  }
+
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+
+    content {
+      sid = "UseCustomerManagedKey"
+      actions = [
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+      ]
+      resources = [statement.value]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "worker" {
+  count = var.create_worker_role ? 1 : 0
+
+  name   = "${var.name}-queue-worker-least-privilege"
+  role   = aws_iam_role.worker[0].id
+  policy = data.aws_iam_policy_document.worker[0].json
+}
+
+resource "aws_iam_instance_profile" "worker" {
+  count = var.create_worker_role ? 1 : 0
+
+  name = "${var.name}-queue-worker"
+  role = aws_iam_role.worker[0].name
+}

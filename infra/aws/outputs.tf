@@ -87,3 +87,13 @@ output "event_source_mapping_uuid" {
   description = "UUID of the SQS event source mapping (to enable/disable polling with the AWS CLI)."
   value       = aws_lambda_event_source_mapping.this.uuid
 }
+
+output "worker_role_arn" {
+  description = "ARN of the `adder work` role (null unless create_worker_role)."
+  value       = try(aws_iam_role.worker[0].arn, null)
+}
+
+output "worker_instance_profile" {
+  description = "Instance profile name to launch `adder work` EC2 instances with (null unless create_worker_role)."
+  value       = try(aws_iam_instance_profile.worker[0].name, null)
+}

@@ -279,3 +279,20 @@ variable "force_destroy" {
   type        = bool
   default     = false
 }
+
+variable "create_worker_role" {
+  description = "Also create an IAM role and instance profile for `adder work` (the queue-pulling worker on EC2 or ECS, e.g. on spot capacity): receive, extend and delete messages of the task queue and write results under the prefix, nothing else. Off by default: the Lambda function does not need it."
+  type        = bool
+  default     = false
+}
+
+variable "worker_trusted_services" {
+  description = "AWS services that may assume the worker role (EC2 for an instance profile, ECS tasks for a task role)."
+  type        = list(string)
+  default     = ["ec2.amazonaws.com", "ecs-tasks.amazonaws.com"]
+
+  validation {
+    condition     = length(var.worker_trusted_services) > 0 && alltrue([for service in var.worker_trusted_services : contains(["ec2.amazonaws.com", "ecs-tasks.amazonaws.com"], service)])
+    error_message = "The worker_trusted_services must list \"ec2.amazonaws.com\" and/or \"ecs-tasks.amazonaws.com\"."
+  }
+}

@@ -474,3 +474,63 @@ def test_packed_with_a_batching_window_plans_big_batches_within_the_sqs_rules(
     assert "A batch_size above 10 requires maximum_batching_window_in_seconds >= 1." in (
         raised.value.stderr
     )
+
+
+def _planned_resources(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    resources = plan["planned_values"]["root_module"].get("resources", [])
+    return {resource["address"]: resource["values"] for resource in resources}
+
+
+def test_the_worker_role_is_planned_only_when_asked_and_is_least_privilege(
+    offline_stack: tuple[TerraformStack, dict[str, Any]],
+) -> None:
+    stack, base = offline_stack
+    # GIVEN the default stack / WHEN planned / THEN no worker role or instance profile
+    assert not [
+        address
+        for address in _planned_resources(stack.plan_json(base))
+        if "worker" in address and "aws_iam" in address
+    ]
+    # WHEN planned with the worker role
+    planned = _planned_resources(stack.plan_json({**base, "create_worker_role": True}))
+    # THEN EC2 and ECS tasks may assume it, it has an instance profile, and its one policy
+    # grants exactly what `adder work` calls: the task queue's five actions and PutObject
+    role = planned["aws_iam_role.worker[0]"]
+    trust = json.loads(role["assume_role_policy"])
+    (statement,) = trust["Statement"]
+    assert sorted(statement["Principal"]["Service"]) == [
+        "ec2.amazonaws.com",
+        "ecs-tasks.amazonaws.com",
+    ]
+    assert planned["aws_iam_instance_profile.worker[0]"]["name"] == "adder-queue-worker"
+    assert "aws_iam_role_policy.worker[0]" in planned
+    # (the document names ARNs known only after apply: its actions are read from the config)
+    plan = stack.plan_json({**base, "create_worker_role": True})
+    configured = {
+        resource["address"]: resource
+        for resource in plan["configuration"]["root_module"]["resources"]
+    }
+    statements = configured["data.aws_iam_policy_document.worker"]["expressions"]["statement"]
+    actions = sorted(
+        action
+        for statement in statements
+        for action in statement.get("actions", {}).get("constant_value", [])
+    )
+    assert actions == [
+        "s3:PutObject",
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+        "sqs:ReceiveMessage",
+    ]
+    # AND an unknown service is refused by the variable's validation
+    with pytest.raises(TerraformError) as raised:
+        stack.plan_json(
+            {
+                **base,
+                "create_worker_role": True,
+                "worker_trusted_services": ["lambda.amazonaws.com"],
+            }
+        )
+    assert "worker_trusted_services" in raised.value.stderr
