@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from aws_lambda.job_errors import aws_error, aws_resource, error_code_and_message
-from aws_lambda.jobs import MAX_POOL_CONNECTIONS
+from aws_lambda.jobs import MAX_POOL_CONNECTIONS, ways
 from core.errors import CloudUnavailableError, ConfigError
 from core.ops.backend import DeadLetter, JobBackend, QueueDepth, Refused, record_from_key
 
@@ -70,9 +70,10 @@ def _custom(client: Any) -> str | None:
 Kind = Literal["queue", "dead-letter queue", "bucket"]
 _SERVICES: dict[Kind, str] = {"queue": "sqs", "dead-letter queue": "sqs", "bucket": "s3"}
 _WAYS: dict[Kind, str] = {
-    "queue": "--queue-url (or the stack's queue_url)",
-    "dead-letter queue": "--dead-letter-queue-url (or the task queue's redrive policy)",
-    "bucket": "--bucket (or the stack's results_bucket)",
+    "queue": ways("queue_url"),
+    "dead-letter queue": ways("dead_letter_queue_url")
+    + " (default: the task queue's redrive policy)",
+    "bucket": ways("bucket"),
 }
 """How each is given, for the error lines' "check ..." part."""
 

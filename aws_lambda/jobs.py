@@ -48,6 +48,13 @@ SETTINGS = (
     ),
 )
 
+
+def ways(setting: str) -> str:
+    """Every way to give ``setting`` (:meth:`core.ops.target.Setting.ways`), for a line that
+    says it is missing or wrong."""
+    return next(s for s in SETTINGS if s.name == setting).ways(environment=False)
+
+
 MAX_POOL_CONNECTIONS = 32
 """Connections per client, and so batches the backend has in flight at once."""
 CONNECT_TIMEOUT_SECONDS = 3

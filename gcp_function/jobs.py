@@ -74,14 +74,9 @@ BARE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._~%+-]{2,254}$")
 
 
 def ways(setting: str) -> str:
-    """Every way to give ``setting``, e.g. ``--topic, the stack's topic_id or the config's
-    queue_name``, for a line that says it is missing or wrong."""
-    found = next(s for s in SETTINGS if s.name == setting)
-    others = [f"the stack's {found.output}"] if found.output else []
-    others += [f"the config's {found.config}"] if found.config else []
-    if not others:
-        return found.flag
-    return ", ".join([found.flag, *others[:-1]]) + f" or {others[-1]}"
+    """Every way to give ``setting`` (:meth:`core.ops.target.Setting.ways`), for a line that
+    says it is missing or wrong."""
+    return next(s for s in SETTINGS if s.name == setting).ways(environment=False)
 
 
 def full_name(kind: str, value: str, project: str | None, setting: str) -> str:

@@ -47,6 +47,16 @@ class Setting:
         """The command-line flag."""
         return "--" + self.name.replace("_", "-")
 
+    def ways(self, *, environment: bool = True) -> str:
+        """Every way to give it, for a line that says it is missing or wrong, e.g. ``--topic,
+        --stack DIR (terraform output topic_id) or --config FILE (queue_name)`` (then its
+        ``$VAR``s, unless told not to)."""
+        ways = [self.flag]
+        ways += [f"--stack DIR (terraform output {self.output})"] if self.output else []
+        ways += [f"--config FILE ({self.config})"] if self.config else []
+        ways += [f"${name}" for name in self.env] if environment else []
+        return ways[0] if len(ways) == 1 else ", ".join(ways[:-1]) + f" or {ways[-1]}"
+
 
 @dataclass(frozen=True)
 class Target:
@@ -67,15 +77,8 @@ class Target:
         value = self.get(name)
         if value:
             return value
-        setting = next((s for s in settings if s.name == name), None)
-        ways = [setting.flag] if setting else [f"--{name}"]
-        if setting and setting.output:
-            ways.append(f"--stack DIR (terraform output {setting.output})")
-        if setting and setting.config:
-            ways.append(f"--config FILE ({setting.config})")
-        if setting and setting.env:
-            ways.append("$" + " or $".join(setting.env))
-        raise ConfigError(f"{what} needs {name.replace('_', ' ')}: give {', '.join(ways)}")
+        setting = next((s for s in settings if s.name == name), None) or Setting(name, "")
+        raise ConfigError(f"{what} needs {name.replace('_', ' ')}: give {setting.ways()}")
 
 
 def add_target_arguments(parser: argparse.ArgumentParser, settings: Sequence[Setting]) -> None:

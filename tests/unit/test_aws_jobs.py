@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from core.ops.problems import Resource
 
 URL = "https://sqs.eu-west-1.amazonaws.com/1/tasks"
-QUEUE_WAY = "--queue-url (or the stack's queue_url)"
+QUEUE_WAY = "--queue-url, --stack DIR (terraform output queue_url) or --config FILE (queue_name)"
 QUEUE = aws_resource(
     f"SQS queue {URL}", QUEUE_WAY, "sqs:SendMessage", region="eu-west-1", endpoint=None
 )

@@ -40,7 +40,10 @@ TOPIC = "projects/p/topics/adder-tasks"
 DEAD = "projects/p/subscriptions/adder-dead"
 TOPIC_RESOURCE = topic_resource(TOPIC, None)
 BUCKET_RESOURCE = bucket_resource("b", "http://h:2")  # on a storage emulator
-TOPIC_FIX = "check --topic, the stack's topic_id or the config's queue_name (and the project)"
+TOPIC_FIX = (
+    "check --topic, --stack DIR (terraform output topic_id) or --config FILE (queue_name)"
+    " (and the project)"
+)
 NO_CREDENTIALS = f"no usable credentials for Pub/Sub topic {TOPIC}: {LOGIN}"
 
 
@@ -89,7 +92,7 @@ def test_an_emulator_address_is_named_with_its_variable() -> None:
     problem = translate_error(exceptions.NotFound("Topic not found"), on_emulator)
     assert str(problem).startswith(f"Pub/Sub topic {TOPIC} at 127.0.0.1:8085 does not exist (")
     assert str(problem).endswith(
-        "check --topic, the stack's topic_id or the config's queue_name "
+        "check --topic, --stack DIR (terraform output topic_id) or --config FILE (queue_name) "
         "(and the project and $PUBSUB_EMULATOR_HOST)"
     )
 
@@ -113,7 +116,8 @@ def test_an_endpoint_never_reached_is_a_config_error_and_later_a_transient_one(
     assert isinstance(first, ConfigError)
     assert str(first).startswith("cannot reach bucket gs://b at http://h:2 (")
     assert str(first).endswith(
-        "check --bucket, the stack's results_bucket or the config's result_bucket "
+        "check --bucket, --stack DIR (terraform output results_bucket) or --config FILE"
+        " (result_bucket) "
         "(and $STORAGE_EMULATOR_HOST), and the network"
     )
     assert "\n" not in str(first)

@@ -216,7 +216,7 @@ def test_submit_to_a_missing_topic_fails_when_opened(emulator_env: dict[str, str
         f"Pub/Sub topic {target.get('topic')} at {host} does not exist ("
     )
     assert str(raised.value).endswith(
-        "): check --topic, the stack's topic_id or the config's queue_name "
+        "): check --topic, --stack DIR (terraform output topic_id) or --config FILE (queue_name) "
         "(and the project and $PUBSUB_EMULATOR_HOST)"
     )
 
@@ -249,7 +249,8 @@ def test_unreachable_storage_is_a_config_error_at_once(
     backend.close()
     assert str(raised.value).startswith(f"cannot reach bucket gs://adder-results at {closed} (")
     assert str(raised.value).endswith(
-        "check --bucket, the stack's results_bucket or the config's result_bucket "
+        "check --bucket, --stack DIR (terraform output results_bucket) or --config FILE"
+        " (result_bucket) "
         "(and $STORAGE_EMULATOR_HOST), and the network"
     )
     assert "\n" not in str(raised.value)

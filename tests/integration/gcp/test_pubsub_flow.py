@@ -302,7 +302,7 @@ def adder(
 
 
 FIX = (
-    "check --topic, the stack's topic_id or the config's queue_name "
+    "check --topic, --stack DIR (terraform output topic_id) or --config FILE (queue_name) "
     "(and the project and $PUBSUB_EMULATOR_HOST)"
 )
 """What a missing or unreachable topic's line says to check, on the emulator."""

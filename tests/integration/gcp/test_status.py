@@ -94,8 +94,8 @@ def test_status_of_a_missing_bucket_is_one_line_exit_2(
     emulator = emulator_env["STORAGE_EMULATOR_HOST"]
     assert err.startswith(f"error: bucket gs://adder-status-missing at {emulator} does not exist (")
     assert err.endswith(
-        "): check --bucket, the stack's results_bucket or the config's result_bucket "
-        "(and $STORAGE_EMULATOR_HOST)\n"
+        "): check --bucket, --stack DIR (terraform output results_bucket) or --config FILE"
+        " (result_bucket) (and $STORAGE_EMULATOR_HOST)\n"
     )
     assert len(err.splitlines()) == 1
 
