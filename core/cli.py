@@ -1,6 +1,6 @@
 """The ``adder`` command: ``run`` locally; ``package``, ``submit``, ``watch``, ``fetch``,
-``redrive`` and ``status`` for each cloud. A cloud's SDK is imported only when one of its
-commands runs."""
+``redrive`` and ``status`` for each cloud; ``work`` pulls a cloud queue on this machine. A
+cloud's SDK is imported only when one of its commands runs."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from core.errors import AdderError, ConfigError, ProviderUnavailableError
 from core.local import EPILOG, add_run_arguments, run_from_args
 from core.ops.commands import JOB_COMMANDS, infer_cloud, register_job_commands
 from core.packaging import register_package_command
+from core.worker.command import register_work_command
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_arguments(run)
     run.set_defaults(handler=run_from_args)
+    register_work_command(commands)
     groups = {
         name: commands.add_parser(name, help=text, description=text).add_subparsers(
             dest="provider", required=True, metavar="PROVIDER"

@@ -61,6 +61,10 @@ class Cloud:
     sandbox_module: str | None = None
     """Module with ``register_sandbox_command(group, cloud)``: ``adder sandbox <name>`` runs
     the cloud's stack on this machine (emulators); None when the cloud has no sandbox."""
+    worker_binding: str | None = None
+    """``module:function`` giving ``adder work`` the cloud's queue receiver and results store
+    (``function(config, concurrency) -> (Receiver, ResultStore)``, see core/worker/port.py);
+    None when the cloud has no receiver yet."""
 
     @property
     def install_hint(self) -> str:
@@ -91,6 +95,7 @@ CLOUDS: Mapping[str, Cloud] = {
             store_factory="aws_lambda.s3_store:store_from_environment",
             extra="aws",
             sandbox_module="aws_lambda.sandbox.command",
+            worker_binding="aws_lambda.sqs_receiver:open_worker",
             credential_chain="the AWS default credential chain (environment, ~/.aws/config,"
             " SSO or an IAM role)",
         ),

@@ -31,10 +31,11 @@ OPERATOR_MODULES = {
     "core/runner.py",
     "core/task_source.py",
     *(f"core/ops/{path.name}" for path in (REPO_ROOT / "core" / "ops").glob("*.py")),
+    *(f"core/worker/{path.name}" for path in (REPO_ROOT / "core" / "worker").glob("*.py")),
     *(
         path.relative_to(REPO_ROOT).as_posix()
         for cloud in CLOUDS.values()
-        for pattern in ("job*.py", "sandbox/*.py")
+        for pattern in ("job*.py", "sandbox/*.py", "*_receiver.py")
         for path in (REPO_ROOT / cloud.package).glob(pattern)
     ),
 }
