@@ -135,6 +135,7 @@ CLOUDS: Mapping[str, Cloud] = {
                 "host.json": "azure_function/host.json",
                 "requirements.txt": "azure_function/requirements.txt",
             },
+            worker_binding="azure_function.servicebus_receiver:open_worker",
         ),
     )
 }

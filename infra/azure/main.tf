@@ -424,3 +424,40 @@ resource "azurerm_role_assignment" "telemetry" {
   principal_type       = "ServicePrincipal"
   description          = "The worker sends telemetry to Application Insights."
 }
+
+#########################################
+# Queue-pulling worker (`adder work`), optional
+#########################################
+
+# A user-assigned identity for VMs, scale sets or container instances running
+# `adder work`: attach it to them and set AZURE_CLIENT_ID to its client id. It can
+# receive, renew, complete and abandon the queue's messages and write blobs in the
+# results container, nothing else (no Send, no Manage, no other container).
+resource "azurerm_user_assigned_identity" "worker" {
+  count = var.create_worker_identity ? 1 : 0
+
+  name                = "id-${var.name}-worker"
+  resource_group_name = azurerm_resource_group.this.name
+  location            = azurerm_resource_group.this.location
+  tags                = local.tags
+}
+
+resource "azurerm_role_assignment" "worker_queue_receiver" {
+  count = var.create_worker_identity ? 1 : 0
+
+  scope                = azurerm_servicebus_queue.this.id
+  role_definition_name = "Azure Service Bus Data Receiver"
+  principal_id         = azurerm_user_assigned_identity.worker[0].principal_id
+  principal_type       = "ServicePrincipal"
+  description          = "adder work receives tasks from this queue, renews their locks, completes and abandons them."
+}
+
+resource "azurerm_role_assignment" "worker_results_writer" {
+  count = var.create_worker_identity ? 1 : 0
+
+  scope                = azurerm_storage_container.results.id
+  role_definition_name = "Storage Blob Data Contributor"
+  principal_id         = azurerm_user_assigned_identity.worker[0].principal_id
+  principal_type       = "ServicePrincipal"
+  description          = "adder work writes result and error blobs in this container."
+}

@@ -87,3 +87,13 @@ output "application_insights_name" {
   description = "Name of the Application Insights component receiving the function's telemetry."
   value       = azurerm_application_insights.this.name
 }
+
+output "worker_identity_client_id" {
+  description = "Client id of the `adder work` managed identity: set AZURE_CLIENT_ID to it on the worker's VM or container (null unless create_worker_identity)."
+  value       = try(azurerm_user_assigned_identity.worker[0].client_id, null)
+}
+
+output "worker_identity_id" {
+  description = "Resource Manager id of the `adder work` managed identity, to attach to a VM, scale set or container group (null unless create_worker_identity)."
+  value       = try(azurerm_user_assigned_identity.worker[0].id, null)
+}

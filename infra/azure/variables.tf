@@ -111,6 +111,16 @@ variable "max_message_batch_size" {
   }
 }
 
+###########
+# Worker
+###########
+
+variable "create_worker_identity" {
+  description = "Also create a user-assigned managed identity for `adder work` (the queue-pulling worker on VMs, spot scale sets or containers): \"Azure Service Bus Data Receiver\" on the task queue and \"Storage Blob Data Contributor\" on the results container, nothing else. Off by default: the function app has its own identity."
+  type        = bool
+  default     = false
+}
+
 ##############
 # Service Bus
 ##############

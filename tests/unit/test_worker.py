@@ -660,8 +660,10 @@ def test_config_problems_are_one_line_and_exit_2(
 
 
 def test_a_cloud_without_a_receiver_yet_is_one_line_and_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # GIVEN a registry in which Azure has no worker binding
+    monkeypatch.setattr(command, "WORKER_ADAPTERS", {})
     config = write_config(tmp_path, "azure")
     assert adder(["work", "--config", str(config), "--no-notices"]) == 2
     err = capsys.readouterr().err.strip()
