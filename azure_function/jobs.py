@@ -136,9 +136,11 @@ def default_credential() -> DefaultAzureCredential:
     )
 
 
-def check_credential(credential: TokenCredential, scope: str, resource: Resource) -> None:
+def check_credential(
+    credential: TokenCredential, scope: str, resource: Resource, login: str = LOGIN
+) -> None:
     """Get one token for ``scope`` now: no credentials is one ConfigError naming
-    ``resource``, before any client retries."""
+    ``resource`` and how to log in (``login``), before any client retries."""
     try:
         credential.get_token(scope)
     except Exception as exc:
@@ -148,7 +150,7 @@ def check_credential(credential: TokenCredential, scope: str, resource: Resource
         if problem is not Problem.RETRY:
             problem = Problem.NO_CREDENTIALS
         # no detail, and from None: one line, not the credential chain's report
-        raise problem_error(problem, resource, login=LOGIN) from None
+        raise problem_error(problem, resource, login=login) from None
 
 
 def quiet_sdk_logs() -> None:

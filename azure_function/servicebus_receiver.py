@@ -78,13 +78,14 @@ from azure_function.blob_store import (
     default_retry,
 )
 from azure_function.job_backend import message_body
-from azure_function.job_errors import problem_of, translate_error
+from azure_function.job_errors import translate_error
 from azure_function.jobs import (
     INSTALL_HINT,
     SERVICE_BUS_BACKOFF_SECONDS,
     SERVICE_BUS_RETRIES,
     SERVICE_BUS_SCOPE,
     STORAGE_SCOPE,
+    check_credential,
     default_credential,
     fully_qualified_namespace,
     namespace_of_connection_string,
@@ -92,7 +93,7 @@ from azure_function.jobs import (
 )
 from core.delivery import platform_text
 from core.errors import ConfigError, ProviderUnavailableError
-from core.ops.problems import Problem, Resource, problem_error
+from core.ops.problems import Resource
 from core.worker.port import ReceivedMessage, Receiver
 
 if TYPE_CHECKING:
@@ -368,20 +369,6 @@ def results_account_url(settings: dict[str, Any], where: str) -> str | None:
     return f"https://{account}{PUBLIC_BLOB_SUFFIX}/" if account else None
 
 
-def check_token(credential: TokenCredential, scope: str, resource: Resource) -> None:
-    """Get one token for ``scope`` now: no credentials is one line naming ``resource``."""
-    try:
-        credential.get_token(scope)
-    except Exception as exc:
-        problem = problem_of(exc)
-        if problem is None:
-            raise
-        if problem is not Problem.RETRY:
-            problem = Problem.NO_CREDENTIALS
-        # no detail, and from None: one line, not the credential chain's report
-        raise problem_error(problem, resource, login=WORKER_LOGIN) from None
-
-
 def blob_service_client(
     *,
     account_url: str | None,
@@ -523,7 +510,7 @@ def open_receiver(
     try:
         if not settings.connection_string:
             assert credential is not None
-            check_token(credential, SERVICE_BUS_SCOPE, receiver.resource)
+            check_credential(credential, SERVICE_BUS_SCOPE, receiver.resource, WORKER_LOGIN)
         receiver.open()
     except BaseException:
         receiver.close()
@@ -543,7 +530,7 @@ def open_store(
             f"check config.account_url in {settings.where} (or ${BLOB_CONNECTION_STRING_ENV})",
             "'Storage Blob Data Contributor' on the results container",
         )
-        check_token(credential, STORAGE_SCOPE, account)
+        check_credential(credential, STORAGE_SCOPE, account, WORKER_LOGIN)
     client = blob_service_client(
         account_url=settings.account_url,
         connection_string=settings.blob_connection_string,

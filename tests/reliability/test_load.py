@@ -32,7 +32,7 @@ from aws_lambda import handler as lambda_module
 from aws_lambda.job_backend import AwsJobBackend
 from aws_lambda.s3_store import S3ResultStore
 from aws_lambda.sandbox import moto_server
-from aws_lambda.sandbox.esm import EventSourceMapping
+from aws_lambda.sandbox.esm import EventSourceMapping, MappingStats
 from core.ops.manifest import Manifest
 from core.ops.submit import submit
 from tests.integration.aws.conftest import REGION, Queues, all_keys, read_object
@@ -108,6 +108,29 @@ def poll_until(
                 time.sleep(0.05)
     except BaseException as exc:  # surfaced by the test
         errors.append(exc)
+
+
+def deliver_in_waves(
+    mapping: EventSourceMapping, sqs: SQSClient, url: str, messages: list[Message], directory: Path
+) -> MappingStats:
+    """Submit ``messages`` in waves while POLLERS threads deliver them through ``mapping``,
+    check every one was sent, then drain the queue; the mapping's statistics."""
+    stop, errors = threading.Event(), list[BaseException]()
+    pollers = [
+        threading.Thread(target=poll_until, args=(mapping, stop, errors), name=f"poller-{i}")
+        for i in range(POLLERS)
+    ]
+    for poller in pollers:
+        poller.start()
+    try:
+        sent, failed = submit_in_waves(sqs, url, messages, directory)
+    finally:
+        stop.set()
+        for poller in pollers:
+            poller.join()
+    assert errors == []
+    assert (sent, failed) == (len(messages), 0)
+    return mapping.drain(pollers=POLLERS, timeout=300 + len(messages) / 50)
 
 
 def read_all(s3: S3Client, bucket: str, keys: list[str]) -> dict[str, bytes]:
@@ -186,22 +209,7 @@ def test_load_through_sqs_handler_and_s3_loses_nothing_and_gets_nothing_wrong(
 
     # WHEN they are submitted in waves while 4 pollers deliver them to the handler, and the
     # pollers then drain the queue
-    stop, errors = threading.Event(), list[BaseException]()
-    pollers = [
-        threading.Thread(target=poll_until, args=(mapping, stop, errors), name=f"poller-{i}")
-        for i in range(POLLERS)
-    ]
-    for poller in pollers:
-        poller.start()
-    try:
-        sent, failed = submit_in_waves(queue_client, queues.url, messages, tmp_path)
-    finally:
-        stop.set()
-        for poller in pollers:
-            poller.join()
-    assert errors == []
-    assert (sent, failed) == (total, 0)
-    stats = mapping.drain(pollers=POLLERS, timeout=300 + total / 50)
+    stats = deliver_in_waves(mapping, queue_client, queues.url, messages, tmp_path)
     processed = time.monotonic() - started
 
     # THEN nothing is in the DLQ, every planned fault was injected, and the objects that

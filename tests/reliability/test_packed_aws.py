@@ -57,9 +57,8 @@ from tests.reliability.test_load import (
     VISIBILITY_TIMEOUT,
     WAVE,
     LoadAws,
+    deliver_in_waves,
     load_aws,  # noqa: F401  (the fixture, used by name)
-    poll_until,
-    submit_in_waves,
 )
 from tools.aws_faults import S3PutFaults
 
@@ -408,22 +407,7 @@ def test_packed_load_through_sqs_handler_and_s3_loses_nothing_and_gets_nothing_w
 
     # WHEN they are submitted in waves while 4 pollers deliver them to the packed handler,
     # and the pollers then drain the queue
-    stop, errors = threading.Event(), list[BaseException]()
-    pollers = [
-        threading.Thread(target=poll_until, args=(mapping, stop, errors), name=f"poller-{i}")
-        for i in range(POLLERS)
-    ]
-    for poller in pollers:
-        poller.start()
-    try:
-        sent, failed = submit_in_waves(queue_client, queues.url, messages, tmp_path)
-    finally:
-        stop.set()
-        for poller in pollers:
-            poller.join()
-    assert errors == []
-    assert (sent, failed) == (total, 0)
-    stats = mapping.drain(pollers=POLLERS, timeout=300 + total / 50)
+    stats = deliver_in_waves(mapping, queue_client, queues.url, messages, tmp_path)
     processed = time.monotonic() - started
 
     # THEN nothing is in the DLQ; faults were injected, and every pack write that failed
