@@ -35,13 +35,13 @@ import pytest
 
 from aws_lambda.sandbox import moto_server
 from aws_lambda.sqs_receiver import open_worker
-from core.ports import ResultStore
 from core.worker.command import load_worker_config
 from core.worker.logs import JsonLines
 from core.worker.loop import StopReason, Worker, WorkerOptions
 from core.worker.notices import Ec2NoticePoller
 from tests.conftest import REPO_ROOT
 from tests.integration.aws.conftest import REGION, Queues, read_object
+from tests.support.worker import HeldStore
 from tests.unit.test_notices import MetadataServer
 from tools.aws_faults import S3PutFaults, canned_response
 from tools.servers import free_port, running_server
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
-    from aws_lambda.s3_store import S3ResultStore
 
 pytestmark = pytest.mark.integration
 
@@ -370,34 +369,6 @@ def test_a_missing_queue_or_bucket_is_one_line_and_exit_2(
     assert worker.returncode == 2
     assert says in err
     assert len(err.strip().splitlines()) == 1
-
-
-class HeldStore(ResultStore):
-    """The S3 store, with every write from number ``hold_from`` on held at ``gate``;
-    ``held`` is set once ``hold_count`` writes wait there."""
-
-    def __init__(self, store: S3ResultStore, hold_from: int, hold_count: int) -> None:
-        self.store = store
-        self.prefix = store.prefix
-        self.hold_from = hold_from
-        self.hold_count = hold_count
-        self.gate = threading.Event()
-        self.held = threading.Event()
-        self.writes = 0
-        self.waiting = 0
-        self._lock = threading.Lock()
-
-    def put(self, key: str, data: bytes, content_type: str) -> None:
-        with self._lock:
-            self.writes += 1
-            hold = self.writes >= self.hold_from
-            if hold:
-                self.waiting += 1
-                if self.waiting >= self.hold_count:
-                    self.held.set()
-        if hold:
-            assert self.gate.wait(WAIT)
-        self.store.put(key, data, content_type)
 
 
 def test_a_spot_notice_mid_run_drains_cleanly(

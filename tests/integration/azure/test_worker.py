@@ -45,6 +45,7 @@ from core.worker.loop import StopReason, Worker, WorkerOptions
 from core.worker.notices import AzureNoticePoller
 from tests.integration.azure.conftest import ACCOUNT, connection_string
 from tests.support.azure_service_bus_receiver import CONNECTION_STRING, FakeQueue, install
+from tests.support.worker import HeldStore
 from tests.unit.test_notices import MetadataServer
 from tools.fault_proxy import FaultProxy, FaultRule
 
@@ -424,34 +425,6 @@ def test_a_killed_worker_loses_nothing_its_locks_expire_and_a_second_worker_fini
 
 
 # --- a Scheduled Events notice --------------------------------------------------------------
-
-
-class HeldStore(ResultStore):
-    """The worker's store, with every write from number ``hold_from`` on held at ``gate``;
-    ``held`` is set once ``hold_count`` writes wait there."""
-
-    def __init__(self, store: ResultStore, hold_from: int, hold_count: int) -> None:
-        self.store = store
-        self.prefix = store.prefix
-        self.hold_from = hold_from
-        self.hold_count = hold_count
-        self.gate = threading.Event()
-        self.held = threading.Event()
-        self.writes = 0
-        self.waiting = 0
-        self._lock = threading.Lock()
-
-    def put(self, key: str, data: bytes, content_type: str) -> None:
-        with self._lock:
-            self.writes += 1
-            hold = self.writes >= self.hold_from
-            if hold:
-                self.waiting += 1
-                if self.waiting >= self.hold_count:
-                    self.held.set()
-        if hold:
-            assert self.gate.wait(WAIT)
-        self.store.put(key, data, content_type)
 
 
 def _utc_in(seconds: float) -> dt.datetime:

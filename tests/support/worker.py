@@ -1,0 +1,38 @@
+"""Pieces the worker tests of every cloud share."""
+
+from __future__ import annotations
+
+import threading
+
+from core.ports import ResultStore
+
+HOLD_SECONDS = 120.0
+"""How long a held write waits for its gate before the test fails."""
+
+
+class HeldStore(ResultStore):
+    """A worker's store, with every write from number ``hold_from`` on held at ``gate``;
+    ``held`` is set once ``hold_count`` writes wait there (tasks "in hand" at a notice)."""
+
+    def __init__(self, store: ResultStore, hold_from: int, hold_count: int) -> None:
+        self.store = store
+        self.prefix = store.prefix
+        self.hold_from = hold_from
+        self.hold_count = hold_count
+        self.gate = threading.Event()
+        self.held = threading.Event()
+        self.writes = 0
+        self.waiting = 0
+        self._lock = threading.Lock()
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        with self._lock:
+            self.writes += 1
+            hold = self.writes >= self.hold_from
+            if hold:
+                self.waiting += 1
+                if self.waiting >= self.hold_count:
+                    self.held.set()
+        if hold:
+            assert self.gate.wait(HOLD_SECONDS)
+        self.store.put(key, data, content_type)
