@@ -119,6 +119,7 @@ CLOUDS: Mapping[str, Cloud] = {
                 "main.py": "gcp_function/main.py",
                 "requirements.txt": "gcp_function/requirements.txt",
             },
+            worker_binding="gcp_function.pubsub_receiver:open_worker",
         ),
         Cloud(
             name="azure",

@@ -55,7 +55,9 @@ ConfigError (one line) when they cannot be built."""
 
 EPILOG = """\
 The config file is the seed's cloud config: provider, job_id, queue_name, result_bucket,
-result_prefix and config.region (config.endpoint_url for a local stand-in). Tasks are
+result_prefix and, per cloud, config.region (AWS; config.endpoint_url for a local stand-in),
+config.project and config.subscription (GCP), config.namespace and config.account_url
+(Azure); credentials from the cloud's default chain, never the file. Tasks are
 acknowledged only after their result or error record is written; a failed write is
 released and retried, and reaches the dead-letter queue after the queue's max deliveries.
 On a termination notice (spot/preemption/scheduled event) or SIGTERM/SIGINT the worker takes

@@ -397,3 +397,86 @@ resource "google_logging_project_sink" "this" {
 
   unique_writer_identity = true
 }
+
+#########################################
+# Worker (`adder work`, optional)
+#########################################
+
+# A pull subscription of the task topic for `adder work` on VMs and containers, with the
+# same dead-letter and retry policies as the push subscription. A topic delivers every
+# message to every subscription: while the function's push subscription exists too, each
+# task is processed by the function AND by a worker (same results, twice the work).
+resource "google_pubsub_subscription" "worker" {
+  count = var.create_worker_subscription ? 1 : 0
+
+  name                       = "${local.topic_name}-worker"
+  topic                      = google_pubsub_topic.this.id
+  ack_deadline_seconds       = var.worker_ack_deadline_seconds
+  message_retention_duration = var.message_retention_duration
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter.id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  retry_policy {
+    minimum_backoff = var.minimum_backoff
+    maximum_backoff = var.maximum_backoff
+  }
+
+  depends_on = [google_pubsub_topic_iam_member.dead_letter_publisher]
+}
+
+# Dead-lettering from this subscription: the Pub/Sub service agent acknowledges the
+# forwarded messages on it (it already publishes to the dead-letter topic, see above).
+resource "google_pubsub_subscription_iam_member" "worker_dead_letter_subscriber" {
+  count = var.create_worker_subscription ? 1 : 0
+
+  subscription = google_pubsub_subscription.worker[0].id
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_service_agent
+}
+
+# The identity `adder work` runs as (attach it to the VM, instance template or GKE/Cloud Run
+# workload): it pulls the worker subscription and writes results, nothing else.
+resource "google_service_account" "worker" {
+  count = var.create_worker_subscription ? 1 : 0
+
+  account_id   = "${var.name}-puller"
+  display_name = "${var.name} queue worker (adder work)"
+  description  = "Identity of adder work on VMs and containers: pulls ${local.topic_name}-worker and creates or replaces result objects."
+
+  depends_on = [google_project_service.this]
+}
+
+resource "google_pubsub_subscription_iam_member" "worker_subscriber" {
+  count = var.create_worker_subscription ? 1 : 0
+
+  subscription = google_pubsub_subscription.worker[0].id
+  role         = "roles/pubsub.subscriber"
+  member       = google_service_account.worker[0].member
+}
+
+# The function's results writer role (create + delete: a redelivered task replaces its
+# result), on the results bucket only and under the prefix only, as for the function.
+resource "google_storage_bucket_iam_member" "worker_results" {
+  count = var.create_worker_subscription ? 1 : 0
+
+  bucket = google_storage_bucket.results.name
+  role   = google_project_iam_custom_role.results_writer.name
+  member = google_service_account.worker[0].member
+
+  dynamic "condition" {
+    for_each = local.results_key_prefix == "" ? [] : [local.results_key_prefix]
+
+    content {
+      title       = "results-prefix-only"
+      description = "Only objects under ${condition.value}"
+      expression  = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.results.name}/objects/${condition.value}\")"
+    }
+  }
+}

@@ -77,3 +77,13 @@ output "log_bucket" {
   description = "ID of the dedicated log bucket holding the function's logs, or null when log_retention_days is null."
   value       = one(google_logging_project_bucket_config.this[*].id)
 }
+
+output "worker_subscription" {
+  description = "Full ID of the pull subscription `adder work` pulls (config.subscription of its cloud config), or null without create_worker_subscription."
+  value       = try(google_pubsub_subscription.worker[0].id, null)
+}
+
+output "worker_service_account" {
+  description = "Email of the service account `adder work` runs as (attach it to the VM or workload), or null without create_worker_subscription."
+  value       = try(google_service_account.worker[0].email, null)
+}

@@ -329,3 +329,24 @@ variable "log_bucket_location" {
     error_message = "The log_bucket_location must be \"global\" or a lowercase Cloud Logging location such as \"europe-west1\"."
   }
 }
+
+#########################
+# Worker (`adder work`)
+#########################
+
+variable "create_worker_subscription" {
+  description = "Create what `adder work` (the queue-pulling worker for VMs and containers) needs: a pull subscription \"<name>-tasks-worker\" of the task topic with the same dead-letter and retry policies, and a service account \"<name>-puller\" with roles/pubsub.subscriber on that subscription and the results writer role on the results bucket (under the prefix). Every subscription of a topic gets every message: while the push subscription exists too, the function and the workers each process every task."
+  type        = bool
+  default     = false
+}
+
+variable "worker_ack_deadline_seconds" {
+  description = "Ack deadline of the worker subscription (10-600 s). The worker's client extends it for the tasks it holds; it is how long the tasks of a worker that died without draining (kill -9, a lost VM) stay hidden before another worker gets them."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.worker_ack_deadline_seconds >= 10 && var.worker_ack_deadline_seconds <= 600 && floor(var.worker_ack_deadline_seconds) == var.worker_ack_deadline_seconds
+    error_message = "The worker_ack_deadline_seconds must be a whole number between 10 and 600."
+  }
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 
 from core.ports import ResultStore
@@ -36,3 +37,28 @@ class HeldStore(ResultStore):
         if hold:
             assert self.gate.wait(HOLD_SECONDS)
         self.store.put(key, data, content_type)
+
+
+class Task:
+    """One task of a workload and the record it must leave."""
+
+    def __init__(self, i: int, prefix: str) -> None:
+        self.task_id = f"{prefix}-{i:06d}"
+        if i % 101 == 100:  # about 1% bad: not JSON, recorded under invalid-<sha256>
+            self.body = f"not json {self.task_id}".encode()
+            name = "invalid-" + hashlib.sha256(self.body).hexdigest()
+            self.record, self.expected = f"{name}.err", None
+        else:
+            num1, num2, total = (
+                (f"{10**30 + i}", f"{i}", str(10**30 + 2 * i))
+                if i % 2
+                else (f"{i}.25", "-0.5", f"{i - 1}.75" if i else "-0.25")
+            )
+            self.body = (
+                f'{{"id": "{self.task_id}", "data": {{"num1": {num1}, "num2": {num2}}}}}'.encode()
+            )
+            self.record, self.expected = f"{self.task_id}.out", total
+
+
+def workload(count: int, prefix: str) -> list[Task]:
+    return [Task(i, prefix) for i in range(count)]

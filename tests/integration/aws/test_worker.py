@@ -41,7 +41,7 @@ from core.worker.loop import StopReason, Worker, WorkerOptions
 from core.worker.notices import Ec2NoticePoller
 from tests.conftest import REPO_ROOT
 from tests.integration.aws.conftest import REGION, Queues, read_object
-from tests.support.worker import HeldStore
+from tests.support.worker import HeldStore, Task, workload
 from tests.unit.test_notices import MetadataServer
 from tools.aws_faults import S3PutFaults, canned_response
 from tools.servers import free_port, running_server
@@ -77,31 +77,6 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("moto-worker") / "moto.log"
     with running_server(moto_server.command(port), f"{url}/moto-api/", log=log, cwd=REPO_ROOT):
         yield url
-
-
-class Task:
-    """One task of a workload and the record it must leave."""
-
-    def __init__(self, i: int, prefix: str) -> None:
-        self.task_id = f"{prefix}-{i:06d}"
-        if i % 101 == 100:  # about 1% bad: not JSON, recorded under invalid-<sha256>
-            self.body = f"not json {self.task_id}".encode()
-            name = "invalid-" + hashlib.sha256(self.body).hexdigest()
-            self.record, self.expected = f"{name}.err", None
-        else:
-            num1, num2, total = (
-                (f"{10**30 + i}", f"{i}", str(10**30 + 2 * i))
-                if i % 2
-                else (f"{i}.25", "-0.5", f"{i - 1}.75" if i else "-0.25")
-            )
-            self.body = (
-                f'{{"id": "{self.task_id}", "data": {{"num1": {num1}, "num2": {num2}}}}}'.encode()
-            )
-            self.record, self.expected = f"{self.task_id}.out", total
-
-
-def workload(count: int, prefix: str) -> list[Task]:
-    return [Task(i, prefix) for i in range(count)]
 
 
 def send(sqs: SQSClient, url: str, tasks: Sequence[Task]) -> None:

@@ -20,7 +20,6 @@ through the worker's own ``open_worker`` (the function's BlobResultStore).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
 import json
 import os
@@ -45,7 +44,7 @@ from core.worker.loop import StopReason, Worker, WorkerOptions
 from core.worker.notices import AzureNoticePoller
 from tests.integration.azure.conftest import ACCOUNT, connection_string
 from tests.support.azure_service_bus_receiver import CONNECTION_STRING, FakeQueue, install
-from tests.support.worker import HeldStore
+from tests.support.worker import HeldStore, Task, workload
 from tests.unit.test_notices import MetadataServer
 from tools.fault_proxy import FaultProxy, FaultRule
 
@@ -73,31 +72,6 @@ NO_WAITS = {"initial_backoff": 0, "increment_base": 0, "random_jitter_range": 0}
 def worker_messages() -> int:
     value = os.environ.get(MESSAGES_ENV, "")
     return int(value) if value.strip().isdigit() else DEFAULT_MESSAGES
-
-
-class Task:
-    """One task of a workload and the record it must leave."""
-
-    def __init__(self, i: int, prefix: str) -> None:
-        self.task_id = f"{prefix}-{i:06d}"
-        if i % 101 == 100:  # about 1% bad: not JSON, recorded under invalid-<sha256>
-            self.body = f"not json {self.task_id}".encode()
-            name = "invalid-" + hashlib.sha256(self.body).hexdigest()
-            self.record, self.expected = f"{name}.err", None
-        else:
-            num1, num2, total = (
-                (f"{10**30 + i}", f"{i}", str(10**30 + 2 * i))
-                if i % 2
-                else (f"{i}.25", "-0.5", f"{i - 1}.75" if i else "-0.25")
-            )
-            self.body = (
-                f'{{"id": "{self.task_id}", "data": {{"num1": {num1}, "num2": {num2}}}}}'.encode()
-            )
-            self.record, self.expected = f"{self.task_id}.out", total
-
-
-def workload(count: int, prefix: str) -> list[Task]:
-    return [Task(i, prefix) for i in range(count)]
 
 
 def records(container: ContainerClient) -> dict[str, bytes]:

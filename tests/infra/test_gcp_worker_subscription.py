@@ -1,0 +1,246 @@
+"""infra/gcp's optional pull subscription and identity for ``adder work``, read from the Terraform
+source (no google provider is mirrored here, so the stack is not planned whole:
+tests/infra/test_tfschema.py checks it against the provider's schema, tests/infra/test_checkov.py
+scans it and tests/reliability/test_security.py checks its grants), and its variables applied
+by the real terraform with no provider (their validations run as in a plan).
+
+Checked: everything it adds hangs on ``create_worker_subscription`` (off by default); the
+subscription is ``<name>-tasks-worker`` (the worker's default, ``<topic>-worker``) with the
+push subscription's dead-letter topic, max deliveries and retry policy, and the Pub/Sub
+service agent may dead-letter from it; the worker's service account gets exactly
+roles/pubsub.subscriber on that subscription and the results writer role on the results
+bucket under the prefix; the outputs are null without it; the example and the README say how
+to use it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from aws_lambda.sandbox.terraform import find_terraform
+from gcp_function.pubsub_receiver import SUBSCRIPTION_SUFFIX
+from tests.conftest import REPO_ROOT
+from tests.support.tools import require
+from tools.tfschema.hcl import Block, parse_file
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.infra
+
+STACK = REPO_ROOT / "infra" / "gcp"
+GATED = "${var.create_worker_subscription ? 1 : 0}"
+SUBSCRIPTION = "${google_pubsub_subscription.worker[0].id}"
+WORKER = "${google_service_account.worker[0].member}"
+AGENT = "${local.pubsub_service_agent}"
+WRITER = "${google_project_iam_custom_role.results_writer.name}"
+
+
+def blocks(file: str, block_type: str) -> list[Block]:
+    return parse_file(STACK / file).blocks_of(block_type)
+
+
+def resource(kind: str, name: str) -> Block:
+    (found,) = [b for b in blocks("main.tf", "resource") if b.labels == (kind, name)]
+    return found
+
+
+def value(block: Block, name: str) -> object:
+    attribute = block.body.attribute(name)
+    assert attribute is not None, f"{block.labels} has no {name}"
+    return attribute.value
+
+
+def shape(block: Block) -> object:
+    """A block's labels, attributes and nested blocks, without line numbers."""
+    return (
+        block.type,
+        block.labels,
+        {a.name: a.value for a in block.body.attributes},
+        [shape(child) for child in block.body.blocks],
+    )
+
+
+def test_everything_for_the_worker_hangs_on_one_variable_off_by_default() -> None:
+    # GIVEN the stack's variables / THEN create_worker_subscription is a bool, false by default
+    (variable,) = [
+        b for b in blocks("variables.tf", "variable") if b.labels == ("create_worker_subscription",)
+    ]
+    assert (value(variable, "type"), value(variable, "default")) == ("bool", False)
+    # AND the subscription, the account and every grant naming either exist only when true
+    worker = [
+        r
+        for r in blocks("main.tf", "resource")
+        if r.labels[1] == "worker"
+        or any("google_pubsub_subscription.worker" in str(a.value) for a in r.body.attributes)
+        or any("google_service_account.worker" in str(a.value) for a in r.body.attributes)
+    ]
+    assert sorted(r.labels for r in worker) == [
+        ("google_pubsub_subscription", "worker"),
+        ("google_pubsub_subscription_iam_member", "worker_dead_letter_subscriber"),
+        ("google_pubsub_subscription_iam_member", "worker_subscriber"),
+        ("google_service_account", "worker"),
+        ("google_storage_bucket_iam_member", "worker_results"),
+    ]
+    assert {value(r, "count") for r in worker} == {GATED}
+
+
+def test_the_subscription_pulls_the_task_topic_and_dead_letters_like_the_push_one() -> None:
+    # GIVEN the worker subscription and the function's push subscription
+    worker = resource("google_pubsub_subscription", "worker")
+    push = resource("google_pubsub_subscription", "this")
+    # THEN it is named as the worker looks for it by default, on the task topic, pull only
+    assert value(worker, "name") == f'"${{local.topic_name}}{SUBSCRIPTION_SUFFIX}"'
+    assert value(worker, "topic") == value(push, "topic") == "${google_pubsub_topic.this.id}"
+    assert worker.body.blocks_of("push_config") == []
+    assert value(worker, "ack_deadline_seconds") == "${var.worker_ack_deadline_seconds}"
+    # AND it has the push subscription's dead-letter and retry policies and never expires
+    for block in ("dead_letter_policy", "retry_policy", "expiration_policy"):
+        (mine,) = worker.body.blocks_of(block)
+        (theirs,) = push.body.blocks_of(block)
+        assert shape(mine) == shape(theirs), block
+    # AND the Pub/Sub service agent may take dead letters off it (it publishes to the
+    # dead-letter topic already, for the push subscription)
+    agent = resource("google_pubsub_subscription_iam_member", "worker_dead_letter_subscriber")
+    assert (value(agent, "subscription"), value(agent, "role"), value(agent, "member")) == (
+        SUBSCRIPTION,
+        '"roles/pubsub.subscriber"',
+        AGENT,
+    )
+    publisher = resource("google_pubsub_topic_iam_member", "dead_letter_publisher")
+    assert value(publisher, "topic") == "${google_pubsub_topic.dead_letter.id}"
+    assert value(publisher, "member") == AGENT
+
+
+def test_the_worker_account_may_pull_its_subscription_and_write_results_nothing_more() -> None:
+    # GIVEN every IAM grant of the stack
+    grants = [
+        r
+        for r in blocks("main.tf", "resource")
+        if r.labels[0].endswith(("_iam_member", "_iam_binding"))
+    ]
+    # WHEN those given to the worker's account are picked
+    mine = {(r.labels[0], value(r, "role")) for r in grants if value(r, "member") == WORKER}
+    assert mine == {
+        ("google_pubsub_subscription_iam_member", '"roles/pubsub.subscriber"'),
+        (
+            "google_storage_bucket_iam_member",
+            "${google_project_iam_custom_role.results_writer.name}",
+        ),
+    }
+    # THEN it pulls the worker subscription only...
+    subscriber = resource("google_pubsub_subscription_iam_member", "worker_subscriber")
+    assert value(subscriber, "subscription") == SUBSCRIPTION
+    # ... and writes in the results bucket under the prefix only, as the function does
+    results = resource("google_storage_bucket_iam_member", "worker_results")
+    function = resource("google_storage_bucket_iam_member", "function_results")
+    assert value(results, "bucket") == value(function, "bucket")
+    (mine_condition,) = results.body.blocks_of("dynamic")
+    (their_condition,) = function.body.blocks_of("dynamic")
+    assert mine_condition.labels == their_condition.labels == ("condition",)
+    assert shape(mine_condition) == shape(their_condition)
+    # AND it is not the function's account (whose grants it does not share)
+    account = resource("google_service_account", "worker")
+    assert value(account, "account_id") == '"${var.name}-puller"'
+    assert value(resource("google_service_account", "function"), "account_id") != value(
+        account, "account_id"
+    )
+
+
+def test_the_outputs_are_the_subscription_and_the_account_or_null() -> None:
+    outputs = {b.labels[0]: b for b in blocks("outputs.tf", "output")}
+    assert value(outputs["worker_subscription"], "value") == (
+        "${try(google_pubsub_subscription.worker[0].id, null)}"
+    )
+    assert value(outputs["worker_service_account"], "value") == (
+        "${try(google_service_account.worker[0].email, null)}"
+    )
+
+
+def test_the_example_and_the_readme_show_how_to_use_it() -> None:
+    example = (STACK / "terraform.tfvars.example").read_text(encoding="utf-8")
+    assert "create_worker_subscription  = false" in example
+    assert "worker_ack_deadline_seconds = 60" in example
+    readme = (STACK / "README.md").read_text(encoding="utf-8")
+    needed = (
+        "create_worker_subscription",
+        "worker_subscription",
+        "worker_service_account",
+        "adder work",
+        "Every subscription of a topic gets every message",
+    )
+    for word in needed:
+        assert word in readme, word
+
+
+PROBE = """
+output "worker" {
+  value = {
+    create       = var.create_worker_subscription
+    ack_deadline = var.worker_ack_deadline_seconds
+  }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def variables(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stack's variables.tf alone (and a probe output), initialised: no provider needed."""
+    terraform = find_terraform()
+    require(terraform is not None, "terraform is not installed")
+    directory = tmp_path_factory.mktemp("gcp-worker-variables")
+    shutil.copy(STACK / "variables.tf", directory / "variables.tf")
+    (directory / "probe.tf").write_text(PROBE, encoding="utf-8")
+    init = terraform_run(directory, "init", "-input=false", "-backend=false")
+    assert init.returncode == 0, init.stderr
+    return directory
+
+
+def terraform_run(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    terraform = find_terraform()
+    assert terraform is not None
+    return subprocess.run(
+        [terraform, *args, "-no-color"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def apply(directory: Path, values: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    var_file = directory / "case.tfvars.json"
+    required = {"project_id": "my-project-1", "region": "europe-west1"}
+    var_file.write_text(json.dumps({**required, **values}), encoding="utf-8")
+    return terraform_run(
+        directory, "apply", "-auto-approve", "-input=false", f"-var-file={var_file.name}"
+    )
+
+
+def test_the_defaults_are_no_worker_and_a_60_second_ack_deadline(variables: Path) -> None:
+    # GIVEN only the required variables / WHEN applied
+    applied = apply(variables, {})
+    assert applied.returncode == 0, applied.stderr
+    shown = json.loads(terraform_run(variables, "output", "-json").stdout)
+    # THEN no worker is created, and its subscription's deadline would be 60 s
+    assert shown["worker"]["value"] == {"create": False, "ack_deadline": 60}
+
+
+@pytest.mark.parametrize("deadline", [9, 601, 30.5])
+def test_an_ack_deadline_pub_sub_refuses_is_refused_at_plan_time(
+    variables: Path, deadline: float
+) -> None:
+    # GIVEN a worker ack deadline outside 10-600 s, or not whole / WHEN applied
+    values = {"create_worker_subscription": True, "worker_ack_deadline_seconds": deadline}
+    applied = apply(variables, values)
+    # THEN terraform refuses it with the variable's own message
+    assert applied.returncode != 0
+    assert "worker_ack_deadline_seconds must be a whole number between 10 and 600" in " ".join(
+        applied.stderr.split()
+    )
