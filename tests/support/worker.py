@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
+from typing import TYPE_CHECKING, Any
 
 from core.ports import ResultStore
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from core.worker.loop import Worker
 
 HOLD_SECONDS = 120.0
 """How long a held write waits for its gate before the test fails."""
@@ -62,3 +69,37 @@ class Task:
 
 def workload(count: int, prefix: str) -> list[Task]:
     return [Task(i, prefix) for i in range(count)]
+
+
+def wait_until(
+    condition: Callable[[], bool], seconds: float = HOLD_SECONDS, interval: float = 0.01
+) -> None:
+    """Wait (polling) until ``condition`` holds; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(interval)
+
+
+def run_to_notice(
+    worker: Worker, store: HeldStore, notice_out: threading.Event, announce: Callable[[], None]
+) -> tuple[Any, int]:
+    """Run ``worker`` until its writes are held and it takes no more (its hands full), then
+    set ``notice_out`` and ``announce`` a termination notice, let the held writes go and wait
+    for the worker to stop.
+
+    Returns the worker's summary and how many tasks it had in hand at the notice.
+    """
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(worker.run()), daemon=True)
+    thread.start()
+    assert store.held.wait(HOLD_SECONDS)
+    wait_until(lambda: worker.state().parked)
+    in_hand = worker.state().unfinished
+    notice_out.set()
+    announce()
+    assert worker.draining.wait(HOLD_SECONDS)
+    store.gate.set()
+    thread.join(HOLD_SECONDS)
+    [summary] = result
+    return summary, in_hand

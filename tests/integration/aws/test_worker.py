@@ -41,13 +41,13 @@ from core.worker.loop import StopReason, Worker, WorkerOptions
 from core.worker.notices import Ec2NoticePoller
 from tests.conftest import REPO_ROOT
 from tests.integration.aws.conftest import REGION, Queues, read_object
-from tests.support.worker import HeldStore, Task, workload
+from tests.support.worker import HeldStore, Task, run_to_notice, workload
 from tests.unit.test_notices import MetadataServer
 from tools.aws_faults import S3PutFaults, canned_response
 from tools.servers import free_port, running_server
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence, Set
+    from collections.abc import Iterator, Sequence, Set
     from pathlib import Path
 
     from mypy_boto3_s3 import S3Client
@@ -374,21 +374,10 @@ def test_a_spot_notice_mid_run_drains_cleanly(
             options=WorkerOptions(concurrency=32, pollers=1, wait_seconds=1),
             notice_pollers=[Ec2NoticePoller(metadata.url, interval_seconds=0.05)],
         )
-        result: list[Any] = []
-        thread = threading.Thread(target=lambda: result.append(worker.run()), daemon=True)
-        thread.start()
-        assert store.held.wait(WAIT)
-        wait_until(lambda: worker.state().parked)
-        in_hand = worker.state().unfinished
         # WHEN IMDSv2 serves a Spot interruption notice
-        notice_out.set()
-        metadata.notice("spot")
-        assert worker.draining.wait(WAIT)
-        store.gate.set()
-        thread.join(WAIT)
+        summary, in_hand = run_to_notice(worker, store, notice_out, lambda: metadata.notice("spot"))
     # THEN the worker stopped on it in time: no receive after it, the ones in hand written
     # and acknowledged, nothing released
-    [summary] = result
     assert summary.reason is StopReason.NOTICE
     assert summary.notice is not None
     assert summary.notice.source == "aws-spot"
@@ -414,14 +403,6 @@ def test_a_spot_notice_mid_run_drains_cleanly(
     counts = ledger(s3, bucket, tasks)
     assert (counts["lost"], counts["wrong"]) == (0, 0)
     assert queue_counts(sqs, queues.url) == (0, 0)
-
-
-def wait_until(condition: Callable[[], bool]) -> None:
-    """Wait (polling) until ``condition`` holds; fail after WAIT seconds."""
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 def _utc_in(seconds: float) -> dt.datetime:

@@ -44,7 +44,7 @@ from core.worker.loop import StopReason, Worker, WorkerOptions
 from core.worker.notices import AzureNoticePoller
 from tests.integration.azure.conftest import ACCOUNT, connection_string
 from tests.support.azure_service_bus_receiver import CONNECTION_STRING, FakeQueue, install
-from tests.support.worker import HeldStore, Task, workload
+from tests.support.worker import HeldStore, Task, run_to_notice, wait_until, workload
 from tests.unit.test_notices import MetadataServer
 from tools.fault_proxy import FaultProxy, FaultRule
 
@@ -171,14 +171,6 @@ def run_worker(
     thread = threading.Thread(target=lambda: result.append(worker.run()), daemon=True)
     thread.start()
     return worker, thread, result
-
-
-def wait_until(condition: Callable[[], bool]) -> None:
-    """Wait (polling) until ``condition`` holds; fail after WAIT seconds."""
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 # --- drain ----------------------------------------------------------------------------------
@@ -440,22 +432,13 @@ def test_a_preempt_event_mid_run_drains_cleanly_and_is_approved(
             options=WorkerOptions(concurrency=32, wait_seconds=1),
             notice_pollers=[AzureNoticePoller(metadata.url, interval_seconds=0.05)],
         )
-        result: list[Any] = []
-        thread = threading.Thread(target=lambda: result.append(worker.run()), daemon=True)
-        thread.start()
-        assert store.held.wait(WAIT)
-        wait_until(lambda: worker.state().parked)
-        in_hand = worker.state().unfinished
         # WHEN Scheduled Events announces a Preempt of this VM
-        notice_out.set()
-        metadata.notice("azure")
-        assert worker.draining.wait(WAIT)
-        store.gate.set()
-        thread.join(WAIT)
+        summary, in_hand = run_to_notice(
+            worker, store, notice_out, lambda: metadata.notice("azure")
+        )
         # THEN the worker approved the event once it was done (StartRequests, its id)
         assert metadata.start_requests.wait(WAIT)
         started = list(metadata.started)
-    [summary] = result
     assert started == [{"StartRequests": [{"EventId": EVENT_ID}]}]
     # AND it stopped on the notice in time: no receive after it, the ones in hand written
     # and completed, none abandoned

@@ -51,13 +51,13 @@ from core.worker.port import ReceivedMessage, Receiver
 from gcp_function.pubsub_receiver import PubsubReceiver, open_worker
 from tests.conftest import REPO_ROOT
 from tests.integration.gcp.conftest import PROJECT, storage_client, unique
-from tests.support.worker import HeldStore, Task, workload
+from tests.support.worker import HeldStore, Task, run_to_notice, workload
 from tests.unit.test_notices import MetadataServer
 from tools.fault_proxy import FaultProxy, FaultRule
 from tools.servers import free_port, running_server
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence, Set
+    from collections.abc import Iterator, Sequence, Set
     from pathlib import Path
 
     from tests.integration.gcp.conftest import PubsubAdmin
@@ -527,21 +527,10 @@ def test_a_preemption_notice_mid_run_drains_cleanly(
             options=WorkerOptions(concurrency=32, wait_seconds=1),
             notice_pollers=[GceNoticePoller(metadata.url, wait_seconds=5)],
         )
-        result: list[Any] = []
-        thread = threading.Thread(target=lambda: result.append(worker.run()), daemon=True)
-        thread.start()
-        assert store.held.wait(WAIT)
-        wait_until(lambda: worker.state().parked)
-        in_hand = worker.state().unfinished
         # WHEN the metadata server says the instance is being preempted
-        notice_out.set()
-        metadata.notice("gcp")
-        assert worker.draining.wait(WAIT)
-        store.gate.set()
-        thread.join(WAIT)
+        summary, in_hand = run_to_notice(worker, store, notice_out, lambda: metadata.notice("gcp"))
     # THEN the worker stopped on it in time: no receive after it, the tasks in hand written
     # and acknowledged, nothing released
-    [summary] = result
     assert summary.reason is StopReason.NOTICE
     assert summary.notice is not None
     assert summary.notice.source == "gcp-preemption"
@@ -631,13 +620,3 @@ def test_a_wrong_subscription_bucket_or_address_is_one_line_and_exit_2(
     assert err.startswith(expected), err
     assert "config.subscription" in err or case == "missing-bucket"
     assert "result_bucket" in err or case != "missing-bucket"
-
-
-def wait_until(
-    condition: Callable[[], bool], seconds: float = WAIT, interval: float = 0.01
-) -> None:
-    """Wait (polling) until ``condition`` holds; fail after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(interval)
