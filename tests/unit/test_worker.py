@@ -28,7 +28,7 @@ from core.worker.logs import JsonLines
 from core.worker.loop import StopReason, Worker, WorkerOptions, WorkerSummary
 from core.worker.notices import Notice, NoticePoller
 from core.worker.port import ReceivedMessage, Receiver
-from tests.unit.test_notices import MetadataServer
+from tests.support.metadata_server import MetadataServer
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence

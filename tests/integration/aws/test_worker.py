@@ -41,8 +41,8 @@ from core.worker.loop import StopReason, Worker, WorkerOptions
 from core.worker.notices import Ec2NoticePoller
 from tests.conftest import REPO_ROOT
 from tests.integration.aws.conftest import REGION, Queues, read_object
+from tests.support.metadata_server import MetadataServer
 from tests.support.worker import HeldStore, Task, run_to_notice, workload
-from tests.unit.test_notices import MetadataServer
 from tools.aws_faults import S3PutFaults, canned_response
 from tools.servers import free_port, running_server
 

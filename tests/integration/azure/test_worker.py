@@ -44,8 +44,8 @@ from core.worker.loop import StopReason, Worker, WorkerOptions
 from core.worker.notices import AzureNoticePoller
 from tests.integration.azure.conftest import ACCOUNT, connection_string
 from tests.support.azure_service_bus_receiver import CONNECTION_STRING, FakeQueue, install
+from tests.support.metadata_server import MetadataServer
 from tests.support.worker import HeldStore, Task, run_to_notice, wait_until, workload
-from tests.unit.test_notices import MetadataServer
 from tools.fault_proxy import FaultProxy, FaultRule
 
 if TYPE_CHECKING:

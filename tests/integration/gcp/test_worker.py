@@ -51,8 +51,8 @@ from core.worker.port import ReceivedMessage, Receiver
 from gcp_function.pubsub_receiver import PubsubReceiver, open_worker
 from tests.conftest import REPO_ROOT
 from tests.integration.gcp.conftest import PROJECT, storage_client, unique
+from tests.support.metadata_server import MetadataServer
 from tests.support.worker import HeldStore, Task, run_to_notice, workload
-from tests.unit.test_notices import MetadataServer
 from tools.fault_proxy import FaultProxy, FaultRule
 from tools.servers import free_port, running_server
 
