@@ -112,8 +112,11 @@ resource "google_pubsub_subscription" "dead_letter" {
 
 # Delivery: a push subscription owned by this stack (the documented "direct
 # Pub/Sub trigger") instead of an Eventarc event_trigger, whose generated
-# subscription cannot be given a dead-letter policy from Terraform.
+# subscription cannot be given a dead-letter policy from Terraform. Without it
+# (push_to_function = false, workers only) the function stays deployed and idle.
 resource "google_pubsub_subscription" "this" {
+  count = var.push_to_function ? 1 : 0
+
   name                       = "${local.topic_name}-push"
   topic                      = google_pubsub_topic.this.id
   ack_deadline_seconds       = local.ack_deadline_seconds
@@ -170,9 +173,22 @@ resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
 }
 
 resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
-  subscription = google_pubsub_subscription.this.id
+  count = var.push_to_function ? 1 : 0
+
+  subscription = google_pubsub_subscription.this[0].id
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_service_agent
+}
+
+# Both were unconditional before push_to_function: existing states keep them.
+moved {
+  from = google_pubsub_subscription.this
+  to   = google_pubsub_subscription.this[0]
+}
+
+moved {
+  from = google_pubsub_subscription_iam_member.dead_letter_subscriber
+  to   = google_pubsub_subscription_iam_member.dead_letter_subscriber[0]
 }
 
 # Needed for authenticated push only when the Pub/Sub service agent predates
@@ -405,7 +421,8 @@ resource "google_logging_project_sink" "this" {
 # A pull subscription of the task topic for `adder work` on VMs and containers, with the
 # same dead-letter and retry policies as the push subscription. A topic delivers every
 # message to every subscription: while the function's push subscription exists too, each
-# task is processed by the function AND by a worker (same results, twice the work).
+# task is processed by the function AND by a worker (same results, twice the work), so
+# push_to_function = false runs workers only.
 resource "google_pubsub_subscription" "worker" {
   count = var.create_worker_subscription ? 1 : 0
 

@@ -19,13 +19,13 @@ output "topic_name" {
 }
 
 output "task_subscription" {
-  description = "Full ID of the push subscription that delivers tasks to the function (carries the dead-letter and retry policies)."
-  value       = google_pubsub_subscription.this.id
+  description = "Full ID of the push subscription that delivers tasks to the function (carries the dead-letter and retry policies), or null with push_to_function = false."
+  value       = one(google_pubsub_subscription.this[*].id)
 }
 
 output "ack_deadline_seconds" {
-  description = "Ack deadline (= push request timeout) of the task subscription, derived from the function timeout."
-  value       = google_pubsub_subscription.this.ack_deadline_seconds
+  description = "Ack deadline (= push request timeout) of the task subscription, derived from the function timeout, or null with push_to_function = false."
+  value       = one(google_pubsub_subscription.this[*].ack_deadline_seconds)
 }
 
 output "dead_letter_topic" {

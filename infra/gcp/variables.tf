@@ -335,9 +335,22 @@ variable "log_bucket_location" {
 #########################
 
 variable "create_worker_subscription" {
-  description = "Create what `adder work` (the queue-pulling worker for VMs and containers) needs: a pull subscription \"<name>-tasks-worker\" of the task topic with the same dead-letter and retry policies, and a service account \"<name>-puller\" with roles/pubsub.subscriber on that subscription and the results writer role on the results bucket (under the prefix). Every subscription of a topic gets every message: while the push subscription exists too, the function and the workers each process every task."
+  description = "Create what `adder work` (the queue-pulling worker for VMs and containers) needs: a pull subscription \"<name>-tasks-worker\" of the task topic with the same dead-letter and retry policies, and a service account \"<name>-puller\" with roles/pubsub.subscriber on that subscription and the results writer role on the results bucket (under the prefix). Every subscription of a topic gets every message: while the push subscription exists too, the function and the workers each process every task (push_to_function = false runs workers only)."
   type        = bool
   default     = false
+}
+
+variable "push_to_function" {
+  description = "Create the push subscription \"<name>-tasks-push\" that delivers tasks to the function. False, with create_worker_subscription = true, runs workers only: with both on, every task is processed twice (by the function and by a worker). Without it the function stays deployed but receives nothing (with min instances 0 it costs nothing idle). A topic without a subscription drops what is published to it, so false requires create_worker_subscription = true."
+  type        = bool
+  default     = true
+  nullable    = false
+
+  validation {
+    # Cross-variable validation: Terraform >= 1.9 (versions.tf).
+    condition     = var.push_to_function || var.create_worker_subscription == true
+    error_message = "Setting push_to_function = false needs create_worker_subscription = true: a topic with no subscription drops every task published to it (nothing would process the tasks)."
+  }
 }
 
 variable "worker_ack_deadline_seconds" {

@@ -1,7 +1,7 @@
 terraform {
-  # Same floor as infra/aws; nothing newer is needed (optional() defaults,
-  # preconditions and provider-defined functions are not used).
-  required_version = ">= 1.5.7"
+  # 1.9: the validation of push_to_function refers to create_worker_subscription
+  # (a validation may refer to other variables since Terraform 1.9).
+  required_version = ">= 1.9.0"
 
   required_providers {
     google = {

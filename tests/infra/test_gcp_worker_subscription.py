@@ -11,11 +11,17 @@ service agent may dead-letter from it; the worker's service account gets exactly
 roles/pubsub.subscriber on that subscription and the results writer role on the results
 bucket under the prefix; the outputs are null without it; the example and the README say how
 to use it.
+
+Workers only: ``push_to_function = false`` removes the function's push subscription and the
+service agent's grant on it (``moved`` blocks keep existing states' unindexed addresses), its
+outputs turn null, and the variable's cross-variable validation refuses it without
+``create_worker_subscription`` (a topic with no subscription drops its messages).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from typing import TYPE_CHECKING, Any
@@ -26,7 +32,7 @@ from aws_lambda.sandbox.terraform import find_terraform
 from gcp_function.pubsub_receiver import SUBSCRIPTION_SUFFIX
 from tests.conftest import REPO_ROOT
 from tests.support.tools import require
-from tools.tfschema.hcl import Block, parse_file
+from tools.tfschema.hcl import Block, Body, parse_file
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -35,6 +41,8 @@ pytestmark = pytest.mark.infra
 
 STACK = REPO_ROOT / "infra" / "gcp"
 GATED = "${var.create_worker_subscription ? 1 : 0}"
+PUSH_GATED = "${var.push_to_function ? 1 : 0}"
+PUSH = "${google_pubsub_subscription.this[0].id}"
 SUBSCRIPTION = "${google_pubsub_subscription.worker[0].id}"
 WORKER = "${google_service_account.worker[0].member}"
 AGENT = "${local.pubsub_service_agent}"
@@ -166,6 +174,7 @@ def test_the_example_and_the_readme_show_how_to_use_it() -> None:
     example = (STACK / "terraform.tfvars.example").read_text(encoding="utf-8")
     assert "create_worker_subscription  = false" in example
     assert "worker_ack_deadline_seconds = 60" in example
+    assert "# push_to_function = false" in example
     readme = (STACK / "README.md").read_text(encoding="utf-8")
     needed = (
         "create_worker_subscription",
@@ -173,9 +182,68 @@ def test_the_example_and_the_readme_show_how_to_use_it() -> None:
         "worker_service_account",
         "adder work",
         "Every subscription of a topic gets every message",
+        "To run workers only, set `push_to_function = false`",
     )
     for word in needed:
         assert word in readme, word
+
+
+def attribute_texts(body: Body) -> list[str]:
+    """Every attribute value of a body and of its nested blocks, as text."""
+    texts = [str(a.value) for a in body.attributes]
+    for child in body.blocks:
+        texts += attribute_texts(child.body)
+    return texts
+
+
+def test_the_push_subscription_and_its_dead_letter_grant_hang_on_push_to_function() -> None:
+    # GIVEN the stack's variables / THEN push_to_function is a bool, true by default, never null
+    (variable,) = [
+        b for b in blocks("variables.tf", "variable") if b.labels == ("push_to_function",)
+    ]
+    assert (value(variable, "type"), value(variable, "default")) == ("bool", True)
+    assert value(variable, "nullable") is False
+    # AND the push subscription and the service agent's grant on it exist only when true
+    push = resource("google_pubsub_subscription", "this")
+    grant = resource("google_pubsub_subscription_iam_member", "dead_letter_subscriber")
+    assert value(push, "count") == value(grant, "count") == PUSH_GATED
+    assert value(grant, "subscription") == PUSH
+    assert value(push, "name") == '"${local.topic_name}-push"'
+    # AND the stack asks for the Terraform whose validations may read another variable (1.9)
+    (terraform,) = blocks("versions.tf", "terraform")
+    assert value(terraform, "required_version") == '">= 1.9.0"'
+    # AND nothing else hangs on it: the function and its invoker grant stay deployed
+    gated = [r.labels for r in blocks("main.tf", "resource") if "var.push_to_function" in str(r)]
+    assert sorted(gated) == [
+        ("google_pubsub_subscription", "this"),
+        ("google_pubsub_subscription_iam_member", "dead_letter_subscriber"),
+    ]
+
+
+def test_existing_states_keep_both_through_moved_blocks_and_every_reference_is_indexed() -> None:
+    # GIVEN the moved blocks of main.tf
+    moved = {(value(b, "from"), value(b, "to")) for b in blocks("main.tf", "moved")}
+    # THEN the unindexed addresses of the states written before the count move to [0]
+    # (no destroy and re-create of the subscription, whose backlog would go with it)
+    assert {
+        ("${google_pubsub_subscription.this}", "${google_pubsub_subscription.this[0]}"),
+        (
+            "${google_pubsub_subscription_iam_member.dead_letter_subscriber}",
+            "${google_pubsub_subscription_iam_member.dead_letter_subscriber[0]}",
+        ),
+    } <= moved
+    # AND outside the moved blocks no reference uses an address without its index
+    unindexed = re.compile(
+        r"google_pubsub_subscription\.this(?![\w\[])"
+        r"|google_pubsub_subscription_iam_member\.dead_letter_subscriber(?![\w\[])"
+    )
+    for file in ("main.tf", "outputs.tf", "function_settings.tf"):
+        body = parse_file(STACK / file)
+        kept = Body(
+            attributes=body.attributes, blocks=[b for b in body.blocks if b.type != "moved"]
+        )
+        found = [t for t in attribute_texts(kept) if unindexed.search(t)]
+        assert found == [], file
 
 
 PROBE = """
@@ -183,6 +251,7 @@ output "worker" {
   value = {
     create       = var.create_worker_subscription
     ack_deadline = var.worker_ack_deadline_seconds
+    push         = var.push_to_function
   }
 }
 """
@@ -228,8 +297,9 @@ def test_the_defaults_are_no_worker_and_a_60_second_ack_deadline(variables: Path
     applied = apply(variables, {})
     assert applied.returncode == 0, applied.stderr
     shown = json.loads(terraform_run(variables, "output", "-json").stdout)
-    # THEN no worker is created, and its subscription's deadline would be 60 s
-    assert shown["worker"]["value"] == {"create": False, "ack_deadline": 60}
+    # THEN no worker is created, and its subscription's deadline would be 60 s; the function
+    # gets its push subscription
+    assert shown["worker"]["value"] == {"create": False, "ack_deadline": 60, "push": True}
 
 
 @pytest.mark.parametrize("deadline", [9, 601, 30.5])
@@ -244,3 +314,110 @@ def test_an_ack_deadline_pub_sub_refuses_is_refused_at_plan_time(
     assert "worker_ack_deadline_seconds must be a whole number between 10 and 600" in " ".join(
         applied.stderr.split()
     )
+
+
+@pytest.mark.parametrize(
+    ("push", "worker"),
+    [(True, False), (True, True), (False, True)],
+    ids=["function-only", "both", "workers-only"],
+)
+def test_every_combination_that_leaves_a_subscription_is_accepted(
+    variables: Path, push: bool, worker: bool
+) -> None:
+    # GIVEN the function's push subscription, the worker's, or both / WHEN applied
+    applied = apply(variables, {"push_to_function": push, "create_worker_subscription": worker})
+    # THEN terraform accepts it as given
+    assert applied.returncode == 0, applied.stderr
+    shown = json.loads(terraform_run(variables, "output", "-json").stdout)["worker"]["value"]
+    assert (shown["push"], shown["create"]) == (push, worker)
+
+
+def test_no_push_and_no_worker_subscription_is_refused_at_plan_time(variables: Path) -> None:
+    # GIVEN push_to_function = false without the worker subscription (a topic with no
+    # subscription drops what is published to it) / WHEN applied
+    applied = apply(variables, {"push_to_function": False})
+    # THEN terraform refuses it, saying what else to set
+    assert applied.returncode != 0
+    assert (
+        "Setting push_to_function = false needs create_worker_subscription = true: a topic with"
+        " no subscription drops every task published to it"
+    ) in " ".join(applied.stderr.split())
+
+
+OUTPUTS_PROBE = """
+locals {{
+  # Stand-in for google_pubsub_subscription.this: as many as its count in main.tf
+  push_subscriptions = [
+    for index in range({count}) : {{
+      id                   = "projects/my-project-1/subscriptions/adder-tasks-push"
+      ack_deadline_seconds = 90
+    }}
+  ]
+}}
+
+output "push" {{
+  value = {{
+    task_subscription    = {task_subscription}
+    ack_deadline_seconds = {ack_deadline_seconds}
+  }}
+}}
+"""
+
+
+def expression(text: object) -> str:
+    """The expression of a serialized ``${...}`` value."""
+    assert isinstance(text, str) and text.startswith("${") and text.endswith("}"), text
+    return text[2:-1]
+
+
+@pytest.fixture(scope="module")
+def push_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """variables.tf with the push subscription's count and its two outputs, as written in
+    main.tf and outputs.tf, over a stand-in list of subscriptions: run by terraform as is."""
+    terraform = find_terraform()
+    require(terraform is not None, "terraform is not installed")
+    directory = tmp_path_factory.mktemp("gcp-push-outputs")
+    shutil.copy(STACK / "variables.tf", directory / "variables.tf")
+    outputs = {b.labels[0]: b for b in blocks("outputs.tf", "output")}
+    stand_in = "local.push_subscriptions"
+
+    def output(name: str) -> str:
+        return expression(value(outputs[name], "value")).replace(
+            "google_pubsub_subscription.this", stand_in
+        )
+
+    probe = OUTPUTS_PROBE.format(
+        count=expression(value(resource("google_pubsub_subscription", "this"), "count")),
+        task_subscription=output("task_subscription"),
+        ack_deadline_seconds=output("ack_deadline_seconds"),
+    )
+    (directory / "probe.tf").write_text(probe, encoding="utf-8")
+    init = terraform_run(directory, "init", "-input=false", "-backend=false")
+    assert init.returncode == 0, init.stderr
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("push", "expected"),
+    [
+        (
+            True,
+            {
+                "task_subscription": "projects/my-project-1/subscriptions/adder-tasks-push",
+                "ack_deadline_seconds": 90,
+            },
+        ),
+        (False, {"task_subscription": None, "ack_deadline_seconds": None}),
+    ],
+    ids=["push", "workers-only"],
+)
+def test_the_push_outputs_are_the_subscription_or_null_without_it(
+    push_outputs: Path, push: bool, expected: dict[str, object]
+) -> None:
+    # GIVEN the worker subscription, with or without the push subscription / WHEN applied
+    values = {"push_to_function": push, "create_worker_subscription": True}
+    applied = apply(push_outputs, values)
+    assert applied.returncode == 0, applied.stderr
+    # THEN task_subscription and ack_deadline_seconds name it, or are null (not an error)
+    shown = json.loads(terraform_run(push_outputs, "output", "-json").stdout)
+    assert shown["push"]["value"] == expected
