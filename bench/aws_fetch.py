@@ -37,6 +37,7 @@ from aws_lambda.job_backend import AwsJobBackend
 from aws_lambda.sandbox import moto_server
 from bench._common import Timing, time_interleaved, verdict
 from core.delivery import Delivery, deliver_packed
+from core.ops import DEFAULT_FETCH_CONCURRENCY
 from core.ops.fetch import fetch
 from core.ops.watch import poll
 from core.ports import ResultStore
@@ -53,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--results", type=int, default=20_000)
     parser.add_argument("--baseline-results", type=int, default=2_000)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_FETCH_CONCURRENCY,
+        help="downloads in flight (default: adder fetch's)",
+    )
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--packed-batch", type=int, default=10)

@@ -6,3 +6,8 @@ move dead letters); ``target`` finds where a job lives (flags, ``--stack``, ``--
 ``status`` are the drivers; ``commands`` registers them as ``adder COMMAND CLOUD``. None of it
 ships in a deployment zip, and none of it imports a cloud SDK.
 """
+
+DEFAULT_FETCH_CONCURRENCY = 32
+"""Downloads ``adder fetch`` keeps in flight by default (each small GET mostly waits: S3 documents
+median latencies of tens of milliseconds for small objects). Here, not in ``fetch``, so the
+command line can show it without importing the driver."""

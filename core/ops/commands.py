@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from core.cli_args import add_progress_arguments, progress_bar, whole_number
 from core.clouds import CLOUDS, Cloud
 from core.errors import ConfigError
+from core.ops import DEFAULT_FETCH_CONCURRENCY
 from core.ops.manifest import Manifest, jobs_dir
 from core.ops.target import add_target_arguments, resolve_target
 
@@ -120,8 +121,9 @@ def _fetch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency",
         type=whole_number(1),
-        default=32,
-        help="downloads at once (default 32, at most what the cloud's client pools)",
+        default=DEFAULT_FETCH_CONCURRENCY,
+        help=f"downloads at once (default {DEFAULT_FETCH_CONCURRENCY}, at most what the cloud's"
+        " client pools)",
     )
     add_progress_arguments(parser)
 

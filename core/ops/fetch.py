@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TextIO
 from core.errors import AdderError, ConfigError, InvalidTaskError, StoreWriteError
 from core.ids import INVALID_PREFIX
 from core.local_store import LocalDirectoryResultStore
+from core.ops import DEFAULT_FETCH_CONCURRENCY
 from core.ops.packs import read_pack
 from core.ports import ERROR_SUFFIX, RESULT_SUFFIX
 from core.progress import ProgressBar
@@ -82,7 +83,7 @@ def fetch(
     directory: Path,
     *,
     names: set[str] | None = None,
-    concurrency: int = 32,
+    concurrency: int = DEFAULT_FETCH_CONCURRENCY,
     progress: ProgressBar | None = None,
     errors: TextIO | None = None,
 ) -> FetchSummary:
