@@ -13,6 +13,9 @@ Threads (all daemons, so a task stuck past the notice window never holds the pro
   is acknowledged; a retry (the store failed) is released with a delay, so it comes back and,
   after the queue's max deliveries, reaches the dead-letter queue. Nothing is acknowledged
   before its record is written.
+  With the packed layout a task thread takes the messages of one receive call together and
+  writes their records as one pack (:func:`core.delivery.deliver_packed`); a failed pack
+  write retries them all.
 - **settlers** batch acknowledgements and releases (up to ``max_batch`` a call: SQS's
   DeleteMessageBatch of 10), waiting at most ``settle_delay_seconds`` for a batch to fill,
   and not at all when no task is running (nothing more would come).
@@ -39,9 +42,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from core.delivery import Delivery, Handled, deliver
+from core.delivery import Delivery, Handled, deliver, deliver_packed
 from core.errors import CloudUnavailableError
 from core.outcome import OutcomeKind
+from core.packing import ResultsLayout
 from core.worker.notices import Notice, NoticeWatcher
 
 if TYPE_CHECKING:
@@ -94,6 +98,9 @@ class WorkerOptions:
     settle_delay_seconds: float = 0.05
     heartbeat_seconds: float | None = None
     """How often leases are looked at (None: a quarter of the lease)."""
+    layout: ResultsLayout = ResultsLayout.PER_TASK
+    """``packed``: the messages of one receive call make one results object (a pack,
+    :mod:`core.packing`), as the functions write with the stack's ``results_layout``."""
 
 
 class StopReason(enum.Enum):
@@ -214,7 +221,8 @@ class Worker:
         self._last_activity = time.monotonic()
         self._notice: Notice | None = None
         self._fatal: BaseException | None = None
-        self._tasks: queue.SimpleQueue[_Entry | None] = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[list[_Entry] | None] = queue.SimpleQueue()
+        """Units of work: one entry each, or the entries of one receive call when packed."""
         self._acks: list[_Entry] = []
         self._releases: dict[float, list[_Entry]] = {}
         self._settling_closed = False
@@ -362,8 +370,12 @@ class Worker:
             entries = self._received(messages[:take], take, started)
             if extra:  # an adapter gave more than asked: not ours to start
                 self._release_now(extra, "more than asked for")
-            for entry in entries:
-                self._tasks.put(entry)
+            if self.options.layout is ResultsLayout.PACKED:
+                if entries:
+                    self._tasks.put(entries)
+            else:
+                for entry in entries:
+                    self._tasks.put([entry])
 
     def _received(
         self, messages: Sequence[ReceivedMessage], reserved: int, started: float = 0.0
@@ -398,47 +410,61 @@ class Worker:
     # --- processing ---------------------------------------------------------------------
 
     def _task_loop(self) -> None:
-        while (entry := self._tasks.get()) is not None:
-            self._process(entry)
+        while (unit := self._tasks.get()) is not None:
+            self._process(unit)
 
-    def _process(self, entry: _Entry) -> None:
-        if entry.state is not _State.PROCESSING:  # released at the deadline before it started
+    def _process(self, unit: list[_Entry]) -> None:
+        """Run a unit (one message, or a receive call's messages into one pack), then settle
+        each message by its own verdict."""
+        live = [entry for entry in unit if entry.state is _State.PROCESSING]
+        if not live:  # released at the deadline before it started
             return
-        message = entry.message
-        delivery = Delivery(
-            message.body,
-            message.message_id,
-            message.delivery_count,
-            dict(message.platform) or None,
-        )
+        deliveries = [
+            Delivery(
+                entry.message.body,
+                entry.message.message_id,
+                entry.message.delivery_count,
+                dict(entry.message.platform) or None,
+            )
+            for entry in live
+        ]
         try:
-            handled = deliver(delivery, self.store, self.log)
-        except Exception as exc:  # deliver catches the pipeline's errors; this is the log's
-            handled = Handled(None, exc)
-        with self._lock:
-            self._room += 1
-            self._processing -= 1
-            if handled.retry:
-                self.summary.retried += 1
-            elif handled.outcome is not None and handled.outcome.kind is OutcomeKind.REJECTED:
-                self.summary.rejected += 1
+            if self.options.layout is ResultsLayout.PACKED:
+                verdicts = deliver_packed(deliveries, self.store, self.log)
             else:
-                self.summary.succeeded += 1
-            late = entry.state is not _State.PROCESSING  # released at the deadline already
-            if not late:
-                entry.state = _State.SETTLING
-                if handled.retry:
-                    delay = self.options.retry_delay_seconds
-                    delay = self.receiver.lease_seconds if delay is None else delay
-                    self._releases.setdefault(delay, []).append(entry)
-                else:
-                    self._acks.append(entry)
-                self._work_ready.notify()
+                verdicts = [deliver(deliveries[0], self.store, self.log)]
+        except Exception as exc:  # deliver catches the pipeline's errors; this is the log's
+            verdicts = [Handled(None, exc) for _ in live]
+        with self._lock:
+            for entry, handled in zip(live, verdicts, strict=True):
+                self._finished(entry, handled)
+            self._work_ready.notify()
             if self._room >= self._need():
                 self._room_ready.notify()
             if not self._processing:  # settlers stop waiting to fill a batch; drain may end
                 self._work_ready.notify_all()
                 self._cond.notify_all()
+
+    def _finished(self, entry: _Entry, handled: Handled) -> None:
+        """Count one processed message and queue its acknowledgement or release (the lock
+        held); a message already released at the deadline is only counted."""
+        self._room += 1
+        self._processing -= 1
+        if handled.retry:
+            self.summary.retried += 1
+        elif handled.outcome is not None and handled.outcome.kind is OutcomeKind.REJECTED:
+            self.summary.rejected += 1
+        else:
+            self.summary.succeeded += 1
+        if entry.state is not _State.PROCESSING:  # released at the deadline already
+            return
+        entry.state = _State.SETTLING
+        if handled.retry:
+            delay = self.options.retry_delay_seconds
+            delay = self.receiver.lease_seconds if delay is None else delay
+            self._releases.setdefault(delay, []).append(entry)
+        else:
+            self._acks.append(entry)
 
     # --- settling -----------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import pytest
 
 from core.cli import main as adder
 from core.errors import CloudUnavailableError, ConfigError, StoreWriteError
+from core.packing import PACK_SUFFIX, ResultsLayout, unpack
 from core.ports import ResultStore
 from core.worker import command
 from core.worker.logs import JsonLines
@@ -318,6 +319,86 @@ def test_a_retry_comes_back_after_one_lease_by_default() -> None:
     Worker(queue, store, JsonLines("j", io.StringIO()), options=WorkerOptions(max_messages=1)).run()
     assert queue.released == [("m0", 45)]
     assert queue.acked == []
+
+
+class PackFailingStore(GatedStore):
+    """Refuses every pack that holds ``doomed``'s record."""
+
+    def __init__(self, doomed: str) -> None:
+        super().__init__()
+        self.doomed = doomed
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        if any(record.name == self.doomed for record in unpack(data)):
+            raise StoreWriteError(f"injected failure writing {key}")
+        super().put(key, data, content_type)
+
+
+def unpacked(store: GatedStore) -> dict[str, bytes]:
+    """Every record of every pack in ``store``, by the file name the default layout gives."""
+    return {
+        record.file_name: record.content
+        for data in store.objects.values()
+        for record in unpack(data)
+    }
+
+
+def test_packed_layout_writes_one_pack_per_receive_call_with_the_per_task_bytes() -> None:
+    # GIVEN 35 good tasks and 5 bad ones, received 10 at a time, and the packed layout
+    bodies = [task(i) for i in range(35)] + [
+        BAD.replace(b"bad-1", f"bad-{i}".encode()) for i in range(5)
+    ]
+    packed_queue, packed_store = wired(bodies)
+    packed_queue.written = lambda message: (
+        json.loads(message.body)["id"]
+        in {name.removesuffix(".out").removesuffix(".err") for name in unpacked(packed_store)}
+    )
+    options = WorkerOptions(concurrency=8, max_messages=40, layout=ResultsLayout.PACKED)
+    # WHEN the worker drains them (and, for comparison, the default layout the same tasks)
+    summary = Worker(
+        packed_queue, packed_store, JsonLines("j", io.StringIO()), options=options
+    ).run()
+    per_task_queue, per_task_store = wired(bodies)
+    Worker(
+        per_task_queue,
+        per_task_store,
+        JsonLines("j", io.StringIO()),
+        options=WorkerOptions(concurrency=8, max_messages=40),
+    ).run()
+    # THEN one object per receive call that brought messages, each a pack under the prefix,
+    # together holding exactly the files the default layout writes; all acknowledged after
+    # their pack was written
+    assert len(packed_store.objects) == 4
+    assert all(
+        key.startswith("out/packed/") and key.endswith(PACK_SUFFIX) for key in packed_store.objects
+    )
+    assert unpacked(packed_store) == {
+        key.removeprefix("out/"): data for key, data in per_task_store.objects.items()
+    }
+    assert len(per_task_store.objects) == 40
+    assert sorted(packed_queue.acked) == sorted(f"m{i}" for i in range(40))
+    assert packed_queue.acked_before_written == []
+    assert (summary.succeeded, summary.rejected, summary.retried) == (35, 5, 0)
+
+
+def test_packed_layout_a_failed_pack_write_releases_its_whole_batch() -> None:
+    # GIVEN 30 tasks received 10 at a time, and a store that refuses the pack holding t13
+    queue = FakeQueue([task(i) for i in range(30)])
+    store = PackFailingStore("t13")
+    options = WorkerOptions(
+        concurrency=4, max_messages=30, retry_delay_seconds=7, layout=ResultsLayout.PACKED
+    )
+    # WHEN the worker takes them
+    summary = Worker(queue, store, JsonLines("j", io.StringIO()), options=options).run()
+    # THEN the ten messages of t13's batch go back to the queue (none acknowledged) and the
+    # other twenty are acknowledged, their packs written
+    batch = {message_id for message_id, _ in queue.released}
+    assert len(batch) == 10 and "m13" in batch
+    assert all(delay == 7 for _, delay in queue.released)
+    assert sorted(queue.acked) == sorted(f"m{i}" for i in range(30) if f"m{i}" not in batch)
+    assert len(store.objects) == 2
+    assert "t13.out" not in unpacked(store)
+    assert (summary.succeeded, summary.retried) == (20, 10)
 
 
 def test_no_more_tasks_run_at_once_than_the_concurrency() -> None:
