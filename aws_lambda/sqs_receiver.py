@@ -15,6 +15,11 @@ results prefix (and ``kms:Decrypt``/``kms:GenerateDataKey`` with a customer-mana
 Every botocore error is sorted by :func:`aws_lambda.job_errors.aws_error`: a ConfigError
 (no queue, access denied, no credentials) stops the worker with one line; throttling and
 5xx are CloudUnavailableError, retried by the worker.
+
+:func:`prepare_notice_poller` (``adder work``'s notice hook): after an Auto Scaling
+termination notice and the drain, the group's lifecycle action is completed
+(:mod:`aws_lambda.autoscaling_lifecycle`, ``config.lifecycle_hook`` and
+``config.autoscaling_group``).
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from aws_lambda.autoscaling_lifecycle import LifecycleCompleter
 from aws_lambda.job_errors import aws_error
 from aws_lambda.s3_store import S3ResultStore, default_client_config
 from core.delivery import platform_count
 from core.errors import ConfigError
 from core.ops.problems import Resource, one_line
 from core.worker.loop import MAX_POLLERS
+from core.worker.notices import AWS_AUTOSCALING_SOURCE, Ec2NoticePoller
 from core.worker.port import ReceivedMessage, Receiver
 
 if TYPE_CHECKING:
@@ -47,6 +54,7 @@ if TYPE_CHECKING:
     )
 
     from core.worker.command import WorkerConfig
+    from core.worker.notices import NoticePoller
 
 MAX_BATCH = 10
 """ReceiveMessage, DeleteMessageBatch and ChangeMessageVisibilityBatch take up to 10."""
@@ -256,3 +264,12 @@ def open_worker(
     receiver = SqsReceiver.for_queue(sqs, config.queue_name, where=where, owns_client=owns)
     check_bucket(s3, config.result_bucket, where)
     return receiver, S3ResultStore(config.result_bucket, config.result_prefix, client=s3)
+
+
+def prepare_notice_poller(config: WorkerConfig, poller: NoticePoller) -> None:
+    """Once the worker has drained after an Auto Scaling termination notice, complete the
+    group's lifecycle action (:class:`~aws_lambda.autoscaling_lifecycle.LifecycleCompleter`);
+    Spot notices need nothing."""
+    if isinstance(poller, Ec2NoticePoller):
+        completer = LifecycleCompleter.from_config(config, poller)
+        poller.acknowledge_with(AWS_AUTOSCALING_SOURCE, completer.complete)

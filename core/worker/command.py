@@ -9,8 +9,10 @@ The config file is the seed's cloud shape (:func:`core.config.read_config_docume
 
 ``provider`` picks the cloud's receiver and results store (:data:`WORKER_ADAPTERS`) and its
 metadata service for termination notices; ``job_id`` (default: the queue's name) is in every
-log line. Exit codes: 0 once drained (a notice, SIGTERM/SIGINT, ``--max-messages``,
-``--idle-exit``); 2 for configuration (one line); 1 for an unexpected failure.
+log line. On AWS, ``config.lifecycle_hook`` and ``config.autoscaling_group`` name the Auto
+Scaling termination hook completed once drained (:data:`NOTICE_HOOK`). Exit codes: 0 once
+drained (a notice, SIGTERM/SIGINT, ``--max-messages``, ``--idle-exit``); 2 for configuration
+(one line); 1 for an unexpected failure.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ from core.worker.notices import notice_poller
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
+    from types import ModuleType
 
     from core.ports import ResultStore
+    from core.worker.notices import NoticePoller
     from core.worker.port import Receiver
 
 WORKER_ADAPTERS: Mapping[str, str] = {
@@ -53,13 +57,20 @@ WORKER_ADAPTERS: Mapping[str, str] = {
 (:class:`~core.worker.port.Receiver`, results store), building its SDK clients once; a
 ConfigError (one line) when they cannot be built."""
 
+NOTICE_HOOK = "prepare_notice_poller"
+"""Optional, beside the opener in the binding's module: ``prepare_notice_poller(config,
+poller)`` registers what the cloud's SDK must do once the worker has drained after a notice
+(:meth:`~core.worker.notices.NoticePoller.acknowledge_with`): AWS completes the Auto Scaling
+lifecycle action."""
+
 EPILOG = """\
 The config file is the seed's cloud config: provider, job_id, queue_name, result_bucket,
 result_prefix and, per cloud, config.region (AWS; config.endpoint_url for a local stand-in),
-config.project and config.subscription (GCP), config.namespace and config.account_url
-(Azure); credentials from the cloud's default chain, never the file. Tasks are
-acknowledged only after their result or error record is written; a failed write is
-released and retried, and reaches the dead-letter queue after the queue's max deliveries.
+config.lifecycle_hook and config.autoscaling_group (AWS: the Auto Scaling termination hook
+completed once drained), config.project and config.subscription (GCP), config.namespace and
+config.account_url (Azure); credentials from the cloud's default chain, never the file.
+Tasks are acknowledged only after their result or error record is written; a failed write
+is released and retried, and reaches the dead-letter queue after the queue's max deliveries.
 On a termination notice (spot/preemption/scheduled event) or SIGTERM/SIGINT the worker takes
 no new message, finishes or releases what it holds within the window, and exits 0.
 Exit codes: 0 drained, 2 configuration, 1 unexpected failure."""
@@ -109,8 +120,8 @@ def load_worker_config(path: str | Path) -> WorkerConfig:
     )
 
 
-def open_binding(config: WorkerConfig, concurrency: int) -> tuple[Receiver, ResultStore]:
-    """The cloud's receiver and results store for ``config`` (its SDK imported here)."""
+def _binding(config: WorkerConfig) -> tuple[ModuleType, str]:
+    """The module of the cloud's binding (its SDK imported) and the opener's name."""
     target = WORKER_ADAPTERS.get(config.provider)
     if target is None:
         raise ConfigError(
@@ -119,7 +130,7 @@ def open_binding(config: WorkerConfig, concurrency: int) -> tuple[Receiver, Resu
         )
     module_name, _, function_name = target.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name), function_name
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] in {"core", *(c.package for c in CLOUDS.values())}:
             raise
@@ -127,10 +138,28 @@ def open_binding(config: WorkerConfig, concurrency: int) -> tuple[Receiver, Resu
             f"adder work on {config.provider} needs {exc.name}:"
             f" {CLOUDS[config.provider].install_hint}"
         ) from None
+
+
+def open_binding(config: WorkerConfig, concurrency: int) -> tuple[Receiver, ResultStore]:
+    """The cloud's receiver and results store for ``config`` (its SDK imported here)."""
+    module, function_name = _binding(config)
     opener: Callable[[WorkerConfig, int], tuple[Receiver, ResultStore]] = getattr(
         module, function_name
     )
     return opener(config, concurrency)
+
+
+def notice_pollers(config: WorkerConfig, metadata_url: str | None) -> list[NoticePoller]:
+    """The poller of the cloud's metadata service, prepared by the binding's
+    :data:`NOTICE_HOOK` when it has one."""
+    poller = notice_poller(config.provider, metadata_url)
+    module, _ = _binding(config)
+    prepare: Callable[[WorkerConfig, NoticePoller], None] | None = getattr(
+        module, NOTICE_HOOK, None
+    )
+    if prepare is not None:
+        prepare(config, poller)
+    return [poller]
 
 
 def _seconds(minimum: float, maximum: float | None = None) -> Callable[[str], float]:
@@ -239,7 +268,7 @@ def work_from_args(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     receiver, store = open_binding(config, args.concurrency)
     log = JsonLines(config.job_id, fixed={"provider": config.provider})
-    pollers = [] if args.no_notices else [notice_poller(config.provider, args.metadata_url)]
+    pollers = [] if args.no_notices else notice_pollers(config, args.metadata_url)
     worker = Worker(receiver, store, log, options=options_from_args(args), notice_pollers=pollers)
     with stop_on_signals(worker):
         worker.run()

@@ -11,10 +11,13 @@ AWS (:class:`Ec2NoticePoller`), IMDSv2: a session token from ``PUT /latest/api/t
 ``{"action": "terminate"|"stop"|"hibernate", "time": "2025-01-05T18:02:00Z"}`` about two minutes
 ahead (AWS advises checking every 5 seconds), and
 ``GET /latest/meta-data/autoscaling/target-lifecycle-state``: ``Terminated`` when an Auto Scaling
-group is taking the instance out. Sources:
+group is taking the instance out (``GET /latest/meta-data/instance-id`` and, with instance
+metadata tags on, ``.../tags/instance/aws:autoscaling:groupName`` name it, for completing the
+group's lifecycle action: :meth:`Ec2NoticePoller.instance_metadata`). Sources:
 https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html,
 https://docs.aws.amazon.com/autoscaling/ec2/userguide/retrieving-target-lifecycle-state-through-imds.html,
-https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-instance-metadata-service.html.
+https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-instance-metadata-service.html,
+https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/work-with-tags-in-IMDS.html.
 
 GCP (:class:`GceNoticePoller`): ``GET /computeMetadata/v1/instance/preempted`` with
 ``Metadata-Flavor: Google`` answers ``TRUE`` once a preemptible or Spot VM is being preempted
@@ -31,11 +34,16 @@ VM. ``NotBefore`` (RFC 1123, empty once started) is when. After draining, the wo
 the event so Azure need not wait: ``POST`` the same URL with
 ``{"StartRequests": [{"EventId": "..."}]}``. Source:
 https://learn.microsoft.com/en-us/azure/virtual-machines/linux/scheduled-events.
+
+What needs a cloud SDK to tell the source the worker is done (AWS: Auto Scaling's
+``CompleteLifecycleAction``) is registered by the cloud's binding with
+:meth:`NoticePoller.acknowledge_with`; core never imports an SDK.
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import datetime as dt
 import email.utils
 import functools
@@ -46,6 +54,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from core.errors import AdderError
@@ -59,6 +68,9 @@ if TYPE_CHECKING:
 AWS_METADATA_URL = "http://169.254.169.254"
 GCP_METADATA_URL = "http://metadata.google.internal"
 AZURE_METADATA_URL = "http://169.254.169.254"
+
+AWS_AUTOSCALING_SOURCE = "aws-autoscaling"
+"""The :attr:`Notice.source` of an Auto Scaling termination (``target-lifecycle-state``)."""
 
 AWS_SPOT_WINDOW_SECONDS = 120.0
 """A Spot interruption notice comes two minutes ahead (used when its ``time`` is unreadable)."""
@@ -98,7 +110,8 @@ class Notice:
     detail: str = ""
     """E.g. the Scheduled Event's id, the time the source gave."""
     acknowledge: Callable[[], None] | None = field(default=None, compare=False, repr=False)
-    """Tells the source the worker is done (Azure's StartRequests); None when there is none."""
+    """Tells the source the worker is done (Azure's StartRequests, Auto Scaling's
+    CompleteLifecycleAction); None when there is none. It may raise: the worker logs one line."""
 
     @property
     def deadline(self) -> float:
@@ -155,9 +168,24 @@ class NoticePoller(abc.ABC):
     interval_seconds: float = 5.0
     """Seconds between checks."""
 
+    _acknowledgers: Mapping[str, Callable[[Notice], None]] = MappingProxyType({})
+
     @abc.abstractmethod
     def poll(self) -> Notice | None:
         """Check once; raise OSError or MetadataError when the service cannot be read."""
+
+    def acknowledge_with(self, source: str, acknowledge: Callable[[Notice], None]) -> None:
+        """After draining, call ``acknowledge(notice)`` for a notice from ``source`` that has
+        no acknowledgement of its own (how a cloud binding adds an SDK call, e.g. AWS's
+        CompleteLifecycleAction, to a notice core reads)."""
+        self._acknowledgers = MappingProxyType({**self._acknowledgers, source: acknowledge})
+
+    def with_acknowledgement(self, notice: Notice) -> Notice:
+        """``notice``, acknowledged by what :meth:`acknowledge_with` registered for its source."""
+        acknowledge = self._acknowledgers.get(notice.source)
+        if acknowledge is None or notice.acknowledge is not None:
+            return notice
+        return dataclasses.replace(notice, acknowledge=functools.partial(acknowledge, notice))
 
 
 class Ec2NoticePoller(NoticePoller):
@@ -211,10 +239,21 @@ class Ec2NoticePoller(NoticePoller):
             raise MetadataError(f"spot/instance-action answered HTTP {answer.status}")
         answer = self._get("/latest/meta-data/autoscaling/target-lifecycle-state")
         if answer.status == 200 and answer.body.strip() == b"Terminated":
-            return Notice("aws-autoscaling", "Terminated", AWS_AUTOSCALING_WINDOW_SECONDS)
+            return Notice(AWS_AUTOSCALING_SOURCE, "Terminated", AWS_AUTOSCALING_WINDOW_SECONDS)
         if answer.status not in (200, 404):  # 404: not in an Auto Scaling group
             raise MetadataError(f"autoscaling/target-lifecycle-state answered HTTP {answer.status}")
         return None
+
+    def instance_metadata(self, path: str) -> str | None:
+        """``/latest/meta-data/<path>`` as text (e.g. ``instance-id``), read with this
+        poller's session token; None when the instance has no such entry (404). Raise OSError
+        or MetadataError when the service cannot be read."""
+        answer = self._get(f"/latest/meta-data/{path.lstrip('/')}")
+        if answer.status == 404:
+            return None
+        if answer.status != 200:
+            raise MetadataError(f"{path} answered HTTP {answer.status}")
+        return answer.body.decode("utf-8", "replace").strip()
 
     def _spot_notice(self, body: bytes) -> Notice:
         """An interruption is planned: its action and time (an unreadable document still
@@ -425,6 +464,6 @@ class NoticeWatcher:
                     logging.INFO, "termination notices readable again", notices=self.poller.name
                 )
             if notice is not None and not self._stopped.is_set():
-                self._on_notice(notice)
+                self._on_notice(self.poller.with_acknowledgement(notice))
                 return
             self._stopped.wait(self.poller.interval_seconds)

@@ -19,6 +19,14 @@ locals {
 
   # Objects are "{prefix}/{task_id}.out|.err", or "{task_id}.out|.err" with an empty prefix.
   results_key_prefix = var.results_prefix == "" ? "" : "${var.results_prefix}/"
+
+  # The worker's Auto Scaling groups as ARNs (a name: this stack's partition, region and
+  # account, read from the queue's ARN; any group id, which changes when a group is recreated).
+  queue_arn_parts = split(":", aws_sqs_queue.this.arn)
+  worker_autoscaling_group_arns = [
+    for group in var.worker_autoscaling_groups :
+    startswith(group, "arn:") ? group : "arn:${local.queue_arn_parts[1]}:autoscaling:${var.region}:${local.queue_arn_parts[4]}:autoScalingGroup:*:autoScalingGroupName/${group}"
+  ]
 }
 
 #########
@@ -396,6 +404,19 @@ data "aws_iam_policy_document" "worker" {
         "kms:Decrypt",
         "kms:GenerateDataKey",
       ]
+      resources = [statement.value]
+    }
+  }
+
+  # Once drained after an Auto Scaling termination notice, the worker completes the group's
+  # lifecycle action (CONTINUE) so the instance goes at once: one statement per group, scoped
+  # by its autoScalingGroup ARN (the action has no lifecycle hook resource or condition key).
+  dynamic "statement" {
+    for_each = local.worker_autoscaling_group_arns
+
+    content {
+      sid       = "CompleteTerminationLifecycleAction${statement.key}"
+      actions   = ["autoscaling:CompleteLifecycleAction"]
       resources = [statement.value]
     }
   }

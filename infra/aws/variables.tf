@@ -296,3 +296,19 @@ variable "worker_trusted_services" {
     error_message = "The worker_trusted_services must list \"ec2.amazonaws.com\" and/or \"ecs-tasks.amazonaws.com\"."
   }
 }
+
+variable "worker_autoscaling_groups" {
+  description = "Auto Scaling groups whose termination lifecycle hooks the worker role may complete (autoscaling:CompleteLifecycleAction, so `adder work` releases a scaled-in instance once drained instead of at the hook's heartbeat timeout): group names (a `*` matches any characters) in this stack's account and region, or full autoScalingGroup ARNs. Empty (the default): no such permission. Needs create_worker_role."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition = alltrue([
+      for group in var.worker_autoscaling_groups :
+      startswith(group, "arn:")
+      ? can(regex("^arn:aws[a-z-]*:autoscaling:[a-z0-9-]+:[0-9]{12}:autoScalingGroup:[^:]+:autoScalingGroupName/.+$", group))
+      : can(regex("^[^:[:space:]]{1,255}$", group))
+    ])
+    error_message = "Each of worker_autoscaling_groups must be an Auto Scaling group name (1-255 characters, no colon or whitespace; * matches any) or an ARN arn:aws:autoscaling:<region>:<account>:autoScalingGroup:<id or *>:autoScalingGroupName/<name>."
+  }
+}

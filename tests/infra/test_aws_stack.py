@@ -534,3 +534,78 @@ def test_the_worker_role_is_planned_only_when_asked_and_is_least_privilege(
             }
         )
     assert "worker_trusted_services" in raised.value.stderr
+
+
+ASG_SID = "CompleteTerminationLifecycleAction"
+SPOT_GROUPS_ARN = (
+    "arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:*"
+    ":autoScalingGroupName/adder-spot-*"
+)
+
+
+def _worker_statements(plan: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The worker policy document's statements as planned (unknown values are None)."""
+    (change,) = [
+        c["change"]
+        for c in plan["resource_changes"]
+        if c["address"] == "data.aws_iam_policy_document.worker[0]"
+    ]
+    return tuple(change["after"]["statement"])
+
+
+def test_the_worker_role_completes_lifecycle_actions_only_of_the_groups_it_is_given(
+    offline_stack: tuple[TerraformStack, dict[str, Any]],
+) -> None:
+    stack, base = offline_stack
+    worker = {**base, "create_worker_role": True}
+    # GIVEN the worker role without Auto Scaling groups / WHEN planned / THEN no Auto Scaling
+    # action at all
+    statements = _worker_statements(stack.plan_json(worker))
+    assert [s["sid"] for s in statements] == ["WorkTaskQueue", "WriteResults"]
+    assert not [a for s in statements for a in s["actions"] if a.startswith("autoscaling:")]
+    # WHEN planned with a group name and an ARN pattern
+    plan = stack.plan_json(
+        {**worker, "worker_autoscaling_groups": ["adder-workers", SPOT_GROUPS_ARN]}
+    )
+    # THEN one statement per group allows only CompleteLifecycleAction, on that group only:
+    # the ARN as given, the name's ARN known after apply (its account is the queue's)
+    added = [s for s in _worker_statements(plan) if s["sid"].startswith(ASG_SID)]
+    assert [s["sid"] for s in added] == [f"{ASG_SID}0", f"{ASG_SID}1"]
+    assert [s["actions"] for s in added] == [["autoscaling:CompleteLifecycleAction"]] * 2
+    assert [s["resources"] for s in added] == [[None], [SPOT_GROUPS_ARN]]
+    # AND what is neither a group name nor an autoScalingGroup ARN is refused
+    for wrong in ("arn:aws:s3:::adder-results", "with:colon", "with space", ""):
+        with pytest.raises(TerraformError) as raised:
+            stack.plan_json({**worker, "worker_autoscaling_groups": [wrong]})
+        assert "Each of worker_autoscaling_groups must be" in raised.value.stderr
+
+
+def test_a_group_name_becomes_the_groups_arn_in_the_stacks_account_and_region(
+    deployed: Deployed,
+) -> None:
+    # GIVEN the applied stack / WHEN planned with the worker role and a group name
+    plan = deployed.stack.plan_json(
+        {
+            **TEST_VARS,
+            "lambda_zip_path": str(deployed.zip_path),
+            "create_worker_role": True,
+            "worker_autoscaling_groups": ["adder-workers", SPOT_GROUPS_ARN],
+        }
+    )
+    # THEN the role's policy allows CompleteLifecycleAction on that group's ARN (any group
+    # id: a recreated group keeps its permission) and on the ARN pattern as given
+    policy = _planned_resources(plan)["aws_iam_role_policy.worker[0]"]["policy"]
+    granted = {
+        s["Resource"]: s["Action"]
+        for s in json.loads(policy)["Statement"]
+        if s["Sid"].startswith(ASG_SID)
+    }
+    account = deployed.outputs["queue_arn"].split(":")[4]
+    group_arn = (
+        f"arn:aws:autoscaling:{REGION}:{account}:autoScalingGroup:*"
+        ":autoScalingGroupName/adder-workers"
+    )
+    assert granted == {
+        group_arn: "autoscaling:CompleteLifecycleAction",
+        SPOT_GROUPS_ARN: "autoscaling:CompleteLifecycleAction",
+    }

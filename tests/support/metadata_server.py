@@ -3,7 +3,8 @@ server, Azure's Scheduled Events), shared by the notice tests (tests/unit/test_n
 the worker tests of every cloud.
 
 :class:`MetadataServer` (``http.server`` in a thread) serves AWS IMDSv2 (token, Spot
-``instance-action``, Auto Scaling ``target-lifecycle-state``), GCP's ``instance/preempted``
+``instance-action``, Auto Scaling ``target-lifecycle-state``, ``instance-id`` and instance
+tags under ``tags/instance/``), GCP's ``instance/preempted``
 (with hanging GETs) and Azure's Scheduled Events (with StartRequests), and switches to "a
 notice is out" when a test says so.
 """
@@ -36,6 +37,8 @@ class MetadataServer:
     ``served_quiet`` is set once ``quiet_before_event`` answers without a notice were given,
     so a test can switch mid-run; ``started`` holds the Azure events approved with
     StartRequests; ``expire_token()`` makes the next IMDS call with the old token a 401.
+    ``instance_id`` is IMDS's ``instance-id``; ``instance_tags`` are served under
+    ``tags/instance/<key>`` (none: a 404, as when instance metadata tags are off).
     """
 
     def __init__(
@@ -48,6 +51,8 @@ class MetadataServer:
         self.azure_resources: list[str] = []
         self.vm_name = "this-vm"
         self.lifecycle_state = "InService"
+        self.instance_id = "i-0123456789abcdef0"
+        self.instance_tags: dict[str, str] = {}
         self.tokens_issued = 0
         self.valid_token = ""
         self.requests: list[tuple[str, str, dict[str, str]]] = []
@@ -154,6 +159,13 @@ class MetadataServer:
                         if server.lifecycle_state == "Terminated":
                             server.served_notice.set()
                         return self._send(200, server.lifecycle_state.encode())
+                    if path == "/latest/meta-data/instance-id":
+                        return self._send(200, server.instance_id.encode())
+                    tag = urllib.parse.unquote(
+                        path.removeprefix("/latest/meta-data/tags/instance/")
+                    )
+                    if tag != path and tag in server.instance_tags:
+                        return self._send(200, server.instance_tags[tag].encode())
                     return self._send(404)
                 if path == "/computeMetadata/v1/instance/preempted":
                     if self.headers.get("Metadata-Flavor") != "Google":

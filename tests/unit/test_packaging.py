@@ -30,6 +30,7 @@ OPERATOR_MODULES = {
     "core/progress.py",
     "core/runner.py",
     "core/task_source.py",
+    "aws_lambda/autoscaling_lifecycle.py",  # the worker's Auto Scaling lifecycle completion
     *(f"core/ops/{path.name}" for path in (REPO_ROOT / "core" / "ops").glob("*.py")),
     *(f"core/worker/{path.name}" for path in (REPO_ROOT / "core" / "worker").glob("*.py")),
     *(

@@ -8,7 +8,10 @@
 - ``kill -9`` of a worker subprocess mid-run: a second worker finishes after the visibility
   timeout; nothing lost;
 - an IMDSv2 Spot notice served mid-run by a loopback metadata server: no receive after it,
-  the tasks in hand finish, the worker returns; a second worker finishes the rest.
+  the tasks in hand finish, the worker returns; a second worker finishes the rest;
+- an Auto Scaling termination notice: ``adder work`` drains, then completes the group's
+  lifecycle action once, as its last call (moto has no CompleteLifecycleAction: a fault proxy
+  in front of moto answers it with the documented XML and forwards everything else).
 
 The project's moto server deletes messages in place (``moto_server.patch_deletes``):
 moto's own delete rebuilds the queue's list and loses deletes that run at the same time,
@@ -44,6 +47,7 @@ from tests.integration.aws.conftest import REGION, Queues, read_object
 from tests.support.metadata_server import MetadataServer
 from tests.support.worker import HeldStore, Task, run_to_notice, workload
 from tools.aws_faults import S3PutFaults, canned_response
+from tools.fault_proxy import FaultProxy, FaultRule
 from tools.servers import free_port, running_server
 
 if TYPE_CHECKING:
@@ -150,7 +154,9 @@ def dead_letter_ids(sqs: SQSClient, dlq_url: str) -> list[str]:
         ids += [json.loads(m["Body"])["id"] for m in got["Messages"]]
 
 
-def write_config(tmp_path: Path, queue_url: str, bucket: str, endpoint: str) -> Path:
+def write_config(
+    tmp_path: Path, queue_url: str, bucket: str, endpoint: str, **settings: str
+) -> Path:
     path = tmp_path / "cloud-config.json"
     document = {
         "provider": "aws",
@@ -158,7 +164,7 @@ def write_config(tmp_path: Path, queue_url: str, bucket: str, endpoint: str) -> 
         "queue_name": queue_url.rsplit("/", 1)[1],
         "result_bucket": bucket,
         "result_prefix": PREFIX,
-        "config": {"region": REGION, "endpoint_url": endpoint},
+        "config": {"region": REGION, "endpoint_url": endpoint, **settings},
     }
     path.write_text(json.dumps(document), encoding="utf-8")
     return path
@@ -403,6 +409,80 @@ def test_a_spot_notice_mid_run_drains_cleanly(
     counts = ledger(s3, bucket, tasks)
     assert (counts["lost"], counts["wrong"]) == (0, 0)
     assert queue_counts(sqs, queues.url) == (0, 0)
+
+
+AUTOSCALING_NAMESPACE = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
+LIFECYCLE_ACTION_COMPLETED = (
+    f'<CompleteLifecycleActionResponse xmlns="{AUTOSCALING_NAMESPACE}">'
+    "<CompleteLifecycleActionResult/><ResponseMetadata><RequestId>r-1</RequestId>"
+    "</ResponseMetadata></CompleteLifecycleActionResponse>"
+).encode()
+
+
+def test_an_autoscaling_notice_drains_then_completes_the_lifecycle_action_once(
+    tmp_path: Path, aws_env: str, sqs: SQSClient, s3: S3Client, bucket: str
+) -> None:
+    # GIVEN 300 tasks, and `adder work` (a process) reaching SQS and S3 through a proxy that
+    # answers Auto Scaling's CompleteLifecycleAction itself (its form is the rule's key)
+    tasks = workload(300, "l")
+    queues = Queues(sqs, visibility_timeout=30, max_receive_count=5)
+    send(sqs, queues.url, tasks)
+    completes = FaultRule(
+        method="POST",
+        body_regex=rb"(.*Action=CompleteLifecycleAction.*)",
+        status=200,
+        body=LIFECYCLE_ACTION_COMPLETED,
+        headers=(("Content-Type", "text/xml"),),
+        name="autoscaling",
+    )
+    with FaultProxy(aws_env, [completes]) as proxy, MetadataServer() as metadata:
+        config = write_config(
+            tmp_path,
+            queues.url,
+            bucket,
+            proxy.url,
+            lifecycle_hook="adder-drain",
+            autoscaling_group="adder-workers",
+        )
+        worker = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "core", "work", "--config", str(config)),
+                *("--metadata-url", metadata.url, "--wait-seconds", "1"),
+            ],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert worker.stdout is not None
+        # WHEN, once it has written 50 results, IMDS says the group is terminating it
+        done = 0
+        for line in worker.stdout:
+            done += '"outcome": "succeeded"' in line
+            if done >= 50:
+                break
+        metadata.notice("autoscaling")
+        rest, err = worker.communicate(timeout=300)
+    # THEN it drained and exited 0: nothing left in flight, every record written is right
+    assert worker.returncode == 0, err
+    visible, in_flight = queue_counts(sqs, queues.url)
+    assert in_flight == 0
+    counts = ledger(s3, bucket, tasks)
+    assert counts["wrong"] == 0
+    assert counts["results"] + counts["error_records"] + visible == len(tasks)
+    # AND its last call completed the lifecycle action, once, for this instance
+    [form] = [urllib.parse.parse_qs(key) for key in completes.attempts]
+    assert {name: values[0] for name, values in form.items()} == {
+        "Action": "CompleteLifecycleAction",
+        "Version": "2011-01-01",
+        "LifecycleHookName": "adder-drain",
+        "AutoScalingGroupName": "adder-workers",
+        "LifecycleActionResult": "CONTINUE",
+        "InstanceId": metadata.instance_id,
+    }
+    assert completes.matched == 1
+    assert proxy.requests[-1].rule == "autoscaling"
+    assert "approved aws-autoscaling" in rest
 
 
 def _utc_in(seconds: float) -> dt.datetime:
