@@ -31,6 +31,7 @@ from core.cli_args import whole_number
 from core.clouds import CLOUDS
 from core.config import parse_config, read_config_document
 from core.errors import ConfigError, ProviderUnavailableError
+from core.packing import LAYOUT_SETTING, ResultsLayout, results_layout_from_environment
 from core.worker.logs import JsonLines
 from core.worker.loop import (
     DEFAULT_CONCURRENCY,
@@ -57,6 +58,9 @@ WORKER_ADAPTERS: Mapping[str, str] = {
 (:class:`~core.worker.port.Receiver`, results store), building its SDK clients once; a
 ConfigError (one line) when they cannot be built."""
 
+LAYOUT_KEY = "results_layout"
+"""``config.results_layout`` in the cloud config: ``per_task`` or ``packed`` (the stack's)."""
+
 NOTICE_HOOK = "prepare_notice_poller"
 """Optional, beside the opener in the binding's module: ``prepare_notice_poller(config,
 poller)`` registers what the cloud's SDK must do once the worker has drained after a notice
@@ -68,9 +72,10 @@ The config file is the seed's cloud config: provider, job_id, queue_name, result
 result_prefix and, per cloud, config.region (AWS; config.endpoint_url for a local stand-in),
 config.lifecycle_hook and config.autoscaling_group (AWS: the Auto Scaling termination hook
 completed once drained), config.project and config.subscription (GCP), config.namespace and
-config.account_url (Azure); credentials from the cloud's default chain, never the file.
-Tasks are acknowledged only after their result or error record is written; a failed write
-is released and retried, and reaches the dead-letter queue after the queue's max deliveries.
+config.account_url (Azure); config.results_layout (per_task or packed, as the stack writes);
+credentials from the cloud's default chain, never the file. Tasks are acknowledged only
+after their result or error record is written; a failed write is released and retried, and
+reaches the dead-letter queue after the queue's max deliveries.
 On a termination notice (spot/preemption/scheduled event) or SIGTERM/SIGINT the worker takes
 no new message, finishes or releases what it holds within the window, and exits 0.
 Exit codes: 0 drained, 2 configuration, 1 unexpected failure."""
@@ -89,6 +94,8 @@ class WorkerConfig:
     settings: Mapping[str, Any] = field(default_factory=dict)
     """The file's ``config`` object: ``region``, ``endpoint_url``, ``project``, ..."""
     warnings: Sequence[str] = ()
+    results_layout: ResultsLayout | None = None
+    """``config.results_layout`` (None when the file does not say)."""
 
 
 def load_worker_config(path: str | Path) -> WorkerConfig:
@@ -108,6 +115,7 @@ def load_worker_config(path: str | Path) -> WorkerConfig:
         if not str(document.get(name) or "").strip():
             raise ConfigError(f"config file {path} has no '{name}': adder work needs {what}")
     queue_name = str(document["queue_name"]).strip()
+    settings = dict(document.get("config") or {})
     return WorkerConfig(
         path=path,
         provider=provider,
@@ -115,9 +123,31 @@ def load_worker_config(path: str | Path) -> WorkerConfig:
         queue_name=queue_name,
         result_bucket=str(document["result_bucket"]).strip(),
         result_prefix=str(document.get("result_prefix") or "").strip("/ "),
-        settings=dict(document.get("config") or {}),
+        settings=settings,
         warnings=tuple(checked.warnings),
+        results_layout=_configured_layout(settings.get(LAYOUT_KEY), path),
     )
+
+
+def _configured_layout(value: object, path: Path) -> ResultsLayout | None:
+    text = str(value or "").strip()
+    if not text:
+        return None
+    try:
+        return ResultsLayout(text)
+    except ValueError:
+        choices = " or ".join(repr(layout.value) for layout in ResultsLayout)
+        raise ConfigError(
+            f"config file {path}: config.{LAYOUT_KEY}={text!r}: use {choices}"
+        ) from None
+
+
+def results_layout(flag: str | None, config: WorkerConfig) -> ResultsLayout:
+    """``--results-layout``, else ``config.results_layout``, else ``$RESULTS_LAYOUT`` (as the
+    functions read it), else one object per task."""
+    if flag:
+        return ResultsLayout(flag)
+    return config.results_layout or results_layout_from_environment()
 
 
 def _binding(config: WorkerConfig) -> tuple[ModuleType, str]:
@@ -227,6 +257,13 @@ def add_work_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"long-poll wait of one receive (default {DEFAULT_WAIT_SECONDS:g})",
     )
     parser.add_argument(
+        "--results-layout",
+        choices=[layout.value for layout in ResultsLayout],
+        help="per_task: one {id}.out per task; packed: one object per receive call (up to 10"
+        " tasks), as the stack's results_layout (default: config.results_layout, else"
+        f" ${LAYOUT_SETTING}, else per_task)",
+    )
+    parser.add_argument(
         "--retry-delay",
         type=_seconds(0),
         metavar="SECONDS",
@@ -249,8 +286,8 @@ def register_work_command(commands: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(handler=work_from_args)
 
 
-def options_from_args(args: argparse.Namespace) -> WorkerOptions:
-    """The worker options the command line asks for."""
+def options_from_args(args: argparse.Namespace, config: WorkerConfig) -> WorkerOptions:
+    """The worker options the command line (and the config file) ask for."""
     return WorkerOptions(
         concurrency=args.concurrency,
         wait_seconds=args.wait_seconds,
@@ -258,6 +295,7 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
         idle_exit_seconds=args.idle_exit,
         drain_seconds=args.drain_seconds,
         retry_delay_seconds=args.retry_delay,
+        layout=results_layout(args.results_layout, config),
     )
 
 
@@ -266,10 +304,11 @@ def work_from_args(args: argparse.Namespace) -> int:
     config = load_worker_config(args.config)
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    options = options_from_args(args, config)
     receiver, store = open_binding(config, args.concurrency)
     log = JsonLines(config.job_id, fixed={"provider": config.provider})
     pollers = [] if args.no_notices else notice_pollers(config, args.metadata_url)
-    worker = Worker(receiver, store, log, options=options_from_args(args), notice_pollers=pollers)
+    worker = Worker(receiver, store, log, options=options, notice_pollers=pollers)
     with stop_on_signals(worker):
         worker.run()
     return 0

@@ -789,3 +789,57 @@ def test_max_messages_and_the_module_entry(
     assert sorted(queue.acked) == ["m0", "m1", "m2"]
     assert len(queue.available) == 2
     assert "stopped (max_messages)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("in_config", "flag", "environment", "packed"),
+    [
+        (None, None, None, False),
+        ("packed", None, None, True),
+        (None, None, "packed", True),
+        ("packed", "per_task", None, False),
+        ("per_task", None, "packed", False),
+    ],
+)
+def test_the_results_layout_comes_from_the_flag_then_the_config_then_the_environment(
+    fake_provider: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    in_config: str | None,
+    flag: str | None,
+    environment: str | None,
+    packed: bool,
+) -> None:
+    # GIVEN 20 messages, and a layout named (or not) by --results-layout, config.results_layout
+    # and $RESULTS_LAYOUT
+    queue, store = wired([task(i) for i in range(20)])
+    QUEUES["q-aws"] = (queue, store)
+    settings: dict[str, str] = {"region": "us-east-1"}
+    if in_config:
+        settings["results_layout"] = in_config
+    config = write_config(tmp_path, "aws", config=settings)
+    if environment:
+        monkeypatch.setenv("RESULTS_LAYOUT", environment)
+    else:
+        monkeypatch.delenv("RESULTS_LAYOUT", raising=False)
+    arguments = ["--config", str(config), "--no-notices", "--max-messages", "20"]
+    # WHEN the worker drains them
+    assert command.main(arguments + (["--results-layout", flag] if flag else [])) == 0
+    # THEN the first that names a layout decides it: packs, or one object per task
+    if packed:
+        assert all(key.endswith(PACK_SUFFIX) for key in store.objects)
+        assert len(unpacked(store)) == 20
+    else:
+        assert sorted(store.objects) == sorted(f"out/t{i}.out" for i in range(20))
+    assert len(queue.acked) == 20
+
+
+def test_an_unknown_results_layout_in_the_config_is_one_line_and_exit_2(
+    fake_provider: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, "aws", config={"results_layout": "zipped"})
+    assert adder(["work", "--config", str(config), "--no-notices"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: config file {config}: config.results_layout='zipped': use 'per_task' or 'packed'"
+    )

@@ -38,6 +38,7 @@ import pytest
 
 from aws_lambda.sandbox import moto_server
 from aws_lambda.sqs_receiver import open_worker
+from core.cli import main as adder
 from core.worker.command import load_worker_config
 from core.worker.logs import JsonLines
 from core.worker.loop import StopReason, Worker, WorkerOptions
@@ -222,6 +223,38 @@ def test_adder_work_drains_a_queue_losing_nothing_and_getting_nothing_wrong(
     }
     assert all(line["job_id"] == "worker-test" for line in lines)
     print(f"\nadder work: {len(tasks):,} tasks in {seconds:.1f}s = {len(tasks) / seconds:,.0f}/s")
+
+
+def test_adder_work_packed_writes_packs_that_fetch_turns_into_the_per_task_files(
+    tmp_path: Path, aws_env: str, sqs: SQSClient, s3: S3Client, bucket: str
+) -> None:
+    # GIVEN 1,000 tasks (1% bad) and a cloud config naming the stack's packed layout
+    tasks = workload(1000, "p")
+    queues = Queues(sqs, visibility_timeout=30, max_receive_count=5)
+    send(sqs, queues.url, tasks)
+    config = write_config(tmp_path, queues.url, bucket, aws_env, results_layout="packed")
+    # WHEN `adder work --config` drains the queue
+    worker = adder_work(config, "--idle-exit", "3", "--wait-seconds", "1")
+    _, err = worker.communicate(timeout=600)
+    assert worker.returncode == 0, err
+    # THEN only packs were written, one per receive call (at most 10 tasks each), and the
+    # queue is empty
+    objects = listing(s3, bucket)
+    assert objects
+    assert all(name.startswith("packed/") and name.endswith(".jsonl") for name in objects)
+    assert len(tasks) // 10 <= len(objects) <= len(tasks) // 5
+    assert queue_counts(sqs, queues.url) == (0, 0)
+    # AND `adder fetch aws` gives every task its exact record, as the default layout would
+    into = tmp_path / "results"
+    where = ["--bucket", bucket, "--prefix", PREFIX, "--into", str(into), "--no-progress"]
+    assert adder(["fetch", "aws", *where]) == 0
+    fetched = {path.name: path.read_bytes() for path in into.iterdir()}
+    assert set(fetched) == {task.record for task in tasks}
+    for task in tasks:
+        if task.expected is not None:
+            assert fetched[task.record] == task.expected.encode()
+        else:
+            assert json.loads(fetched[task.record])["error"] == "invalid_json"
 
 
 def test_store_faults_are_retried_and_end_in_the_dead_letter_queue(
