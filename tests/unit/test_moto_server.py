@@ -87,3 +87,70 @@ def test_counts_are_cached_briefly_then_refreshed(snapshot: dict[str, object]) -
     # THEN the immediate read is the cached (approximate) figure, the later one is exact
     assert result["cached"] == [3, 2, 1]
     assert result["refreshed"] == [4, 2, 1]
+
+
+RACE = textwrap.dedent(
+    """
+    import json, sys, threading, time
+    from moto.sqs import models
+    from moto.sqs.models import sqs_backends
+    from aws_lambda.sandbox import moto_server
+
+    if sys.argv[1] == "patched":
+        moto_server.patch_receives()
+    slow = models.Message.mark_received
+
+    def mark_received(self, *args, **kwargs):
+        time.sleep(0.002)  # widens moto's unlocked gap between "visible?" and "received"
+        return slow(self, *args, **kwargs)
+
+    models.Message.mark_received = mark_received
+    backend = sqs_backends["123456789012"]["us-east-1"]
+    backend.create_queue("q", VisibilityTimeout="60")
+    for number in range(200):
+        backend.send_message("q", f"m{number}")
+    received, lock = [], threading.Lock()
+
+    def take():
+        while True:
+            got = backend.receive_message(
+                "q", count=10, wait_seconds_timeout=0, visibility_timeout=60
+            )
+            if not got:
+                return
+            with lock:
+                received.extend(message.body for message in got)
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    json.dump({"received": len(received), "distinct": len(set(received))}, sys.stdout)
+    """
+)
+
+
+def concurrent_receives(variant: str) -> dict[str, int]:
+    """8 threads receiving 200 messages at once from one queue, in a fresh interpreter."""
+    done = subprocess.run(
+        [sys.executable, "-c", RACE, variant],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result: dict[str, int] = json.loads(done.stdout)
+    return result
+
+
+def test_concurrent_receives_never_take_the_same_message() -> None:
+    # GIVEN 200 messages and 8 threads receiving at once (moto's gap widened by 2 ms)
+    # WHEN they drain the queue through stock moto and through the patched receive
+    stock = concurrent_receives("stock")
+    patched = concurrent_receives("patched")
+    # THEN stock moto hands some messages out twice; the patched server each exactly once
+    assert stock["distinct"] == 200
+    assert stock["received"] > 200
+    assert patched == {"received": 200, "distinct": 200}
