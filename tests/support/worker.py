@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -10,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from core.ports import ResultStore
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
 
     from core.worker.loop import Worker
 
@@ -69,6 +71,18 @@ class Task:
 
 def workload(count: int, prefix: str) -> list[Task]:
     return [Task(i, prefix) for i in range(count)]
+
+
+def assert_fetched_exactly(directory: Path, tasks: Sequence[Task]) -> None:
+    """``directory`` (what ``adder fetch`` wrote) holds each task's record and nothing else:
+    the exact sum for a good task, an ``invalid_json`` error record for a bad one."""
+    fetched = {path.name: path.read_bytes() for path in directory.iterdir()}
+    assert set(fetched) == {task.record for task in tasks}
+    for task in tasks:
+        if task.expected is not None:
+            assert fetched[task.record] == task.expected.encode()
+        else:
+            assert json.loads(fetched[task.record])["error"] == "invalid_json"
 
 
 def wait_until(

@@ -46,7 +46,7 @@ from core.worker.notices import Ec2NoticePoller
 from tests.conftest import REPO_ROOT
 from tests.integration.aws.conftest import REGION, Queues, read_object
 from tests.support.metadata_server import MetadataServer
-from tests.support.worker import HeldStore, Task, run_to_notice, workload
+from tests.support.worker import HeldStore, Task, assert_fetched_exactly, run_to_notice, workload
 from tools.aws_faults import S3PutFaults, canned_response
 from tools.fault_proxy import FaultProxy, FaultRule
 from tools.servers import free_port, running_server
@@ -248,13 +248,7 @@ def test_adder_work_packed_writes_packs_that_fetch_turns_into_the_per_task_files
     into = tmp_path / "results"
     where = ["--bucket", bucket, "--prefix", PREFIX, "--into", str(into), "--no-progress"]
     assert adder(["fetch", "aws", *where]) == 0
-    fetched = {path.name: path.read_bytes() for path in into.iterdir()}
-    assert set(fetched) == {task.record for task in tasks}
-    for task in tasks:
-        if task.expected is not None:
-            assert fetched[task.record] == task.expected.encode()
-        else:
-            assert json.loads(fetched[task.record])["error"] == "invalid_json"
+    assert_fetched_exactly(into, tasks)
 
 
 def test_store_faults_are_retried_and_end_in_the_dead_letter_queue(

@@ -8,6 +8,8 @@ lock timing, the AMQP link on the wire, authorization). The results go to a real
 through the worker's own ``open_worker`` (the function's BlobResultStore).
 
 - 2,000 tasks (``$ADDER_AZURE_WORKER_MESSAGES``) drained: 0 lost, 0 wrong, checked in Azurite;
+- the packed layout (``config.results_layout = "packed"``): only packs, one per receive
+  call, and ``adder fetch azure`` turns them into every task's exact record;
 - Blob faults (a fault proxy before Azurite): a failed write is abandoned, delivered again, and
   dead-lettered at the queue's max delivery count; blips are absorbed by the SDK's retry;
 - a worker "killed" mid-run (its link and store hang, nothing settled): its locks expire and a
@@ -33,9 +35,10 @@ import pytest
 
 from azure_function import servicebus_receiver
 from azure_function.blob_store import default_retry
-from azure_function.servicebus_receiver import open_worker
+from azure_function.servicebus_receiver import MAX_BATCH, open_worker
 from core.cli import main as adder
 from core.errors import StoreWriteError
+from core.packing import unpack
 from core.ports import ResultStore
 from core.worker import command
 from core.worker.command import load_worker_config
@@ -45,7 +48,14 @@ from core.worker.notices import AzureNoticePoller
 from tests.integration.azure.conftest import ACCOUNT, connection_string
 from tests.support.azure_service_bus_receiver import CONNECTION_STRING, FakeQueue, install
 from tests.support.metadata_server import MetadataServer
-from tests.support.worker import HeldStore, Task, run_to_notice, wait_until, workload
+from tests.support.worker import (
+    HeldStore,
+    Task,
+    assert_fetched_exactly,
+    run_to_notice,
+    wait_until,
+    workload,
+)
 from tools.fault_proxy import FaultProxy, FaultRule
 
 if TYPE_CHECKING:
@@ -123,10 +133,22 @@ def dead_ids(broker: FakeQueue) -> set[str]:
 
 
 @pytest.fixture
-def broker(monkeypatch: pytest.MonkeyPatch) -> FakeQueue:
-    """The task queue (30 s locks, 5 deliveries), reached with a connection string."""
-    monkeypatch.setenv("SERVICEBUS_CONNECTION_STRING", CONNECTION_STRING)
-    return install(monkeypatch, FakeQueue(lock_seconds=30, max_delivery_count=5))
+def task_queue(monkeypatch: pytest.MonkeyPatch) -> Callable[[float, int], FakeQueue]:
+    """Installs the task queue with its lock (seconds) and max delivery count, reached with a
+    connection string."""
+
+    def make(lock_seconds: float, max_delivery_count: int) -> FakeQueue:
+        monkeypatch.setenv("SERVICEBUS_CONNECTION_STRING", CONNECTION_STRING)
+        queue = FakeQueue(lock_seconds=lock_seconds, max_delivery_count=max_delivery_count)
+        return install(monkeypatch, queue)
+
+    return make
+
+
+@pytest.fixture
+def broker(task_queue: Callable[[float, int], FakeQueue]) -> FakeQueue:
+    """The task queue: 30 s locks, 5 deliveries."""
+    return task_queue(30, 5)
 
 
 @pytest.fixture
@@ -139,7 +161,11 @@ def results_at(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
     return point
 
 
-def write_config(tmp_path: Path, container: ContainerClient, lock: str = "PT30S") -> Path:
+def write_config(
+    tmp_path: Path, container: ContainerClient, lock: str = "PT30S", **settings: str
+) -> Path:
+    """The cloud config: the namespace, the queue's lock duration and any other ``config.*``
+    ``settings``."""
     path = tmp_path / "cloud-config.json"
     document = {
         "provider": "azure",
@@ -147,7 +173,7 @@ def write_config(tmp_path: Path, container: ContainerClient, lock: str = "PT30S"
         "queue_name": "tasks",
         "result_bucket": container.container_name,
         "result_prefix": PREFIX,
-        "config": {"namespace": "sb-worker-test", "lock_duration": lock},
+        "config": {"namespace": "sb-worker-test", "lock_duration": lock, **settings},
     }
     path.write_text(json.dumps(document), encoding="utf-8")
     return path
@@ -216,6 +242,49 @@ def test_the_worker_drains_a_queue_losing_nothing_and_getting_nothing_wrong(
     print(f"\nadder work (azure): {len(tasks):,} tasks in {seconds:.1f}s")
 
 
+def test_adder_work_packed_writes_one_pack_per_receive_that_fetch_turns_into_the_task_files(
+    tmp_path: Path,
+    azurite: Azurite,
+    container: ContainerClient,
+    broker: FakeQueue,
+    results_at: Callable[[str], None],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN 300 tasks (1% bad) on the queue, the results in Azurite, and a cloud config
+    # naming the stack's packed layout
+    tasks = workload(300, "q")
+    broker.send(task.body for task in tasks)
+    results_at(azurite.connection_string)
+    path = write_config(tmp_path, container, results_layout="packed")
+    # WHEN `adder work --config` runs until the queue stays empty
+    argv = ["work", "--config", str(path), "--no-notices", "--idle-exit", "2"]
+    assert adder([*argv, "--wait-seconds", "1"]) == 0
+    [stopped] = [
+        line
+        for line in map(json.loads, capsys.readouterr().out.splitlines())
+        if line["message"].startswith("stopped (")
+    ]
+    # THEN only packs were written; every message was completed on its first delivery
+    found = records(container)
+    assert found
+    assert all(name.startswith("packed/") and name.endswith(".jsonl") for name in found)
+    assert broker.counts() == {"active": 0, "locked": 0, "dead": 0, "completed": len(tasks)}
+    assert (broker.deliveries, broker.completions) == (len(tasks), len(tasks))
+    # AND one pack per receive call that got messages, MAX_BATCH tasks each: a poller waits
+    # for room for a whole batch and asks for MAX_BATCH, ServiceBusQueueReceiver.receive
+    # passes that on as max_message_count (the link credit), and the queue, holding every
+    # task from the start, hands the link its whole credit at once
+    sizes = [len(unpack(content)) for content in found.values()]
+    assert sizes == [MAX_BATCH] * (len(tasks) // MAX_BATCH)
+    assert sum(sizes) == stopped["received"] == len(tasks)
+    assert len(found) <= stopped["receive_calls"]
+    # AND `adder fetch azure` gives every task its exact record, as the default layout would
+    into = tmp_path / "results"
+    fetch = ["fetch", "azure", "--config", str(path), "--into", str(into), "--no-progress"]
+    assert adder(fetch) == 0
+    assert_fetched_exactly(into, tasks)
+
+
 # --- store faults ---------------------------------------------------------------------------
 
 
@@ -223,44 +292,36 @@ def test_blob_faults_are_abandoned_redelivered_and_dead_lettered_at_max_deliveri
     tmp_path: Path,
     azurite: Azurite,
     container: ContainerClient,
-    monkeypatch: pytest.MonkeyPatch,
+    task_queue: Callable[[float, int], FakeQueue],
     results_at: Callable[[str], None],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # GIVEN 300 tasks on a queue that dead-letters on the third delivery; Azurite behind a
     # fault proxy that refuses (403, not retried) every write of 5 records and the first
     # write of 20 others, and answers 503 ServerBusy to the first write of 20 more (the
     # SDK's own retry absorbs those; its waits shortened, its count kept)
-    monkeypatch.setenv("SERVICEBUS_CONNECTION_STRING", CONNECTION_STRING)
-    broker = install(monkeypatch, FakeQueue(lock_seconds=30, max_delivery_count=3))
+    broker = task_queue(30, 3)
     monkeypatch.setattr(servicebus_receiver, "default_retry", lambda: default_retry(**NO_WAITS))
     tasks = workload(300, "f")
     good = [task for task in tasks if task.expected is not None]
     doomed, flaky, blips = good[:5], good[5:25], good[25:45]
-    keys = {task.task_id: re.escape(f"{PREFIX}/{task.record}") for task in good[:45]}
-    base = rf"^/{ACCOUNT}/{container.container_name}/"
+
+    def refuse(group: Sequence[Task], status: int, name: str, *, once: bool) -> FaultRule:
+        """Answer ``status`` to every write of the records of ``group``, or to the first one
+        of each (``once``)."""
+        names = "|".join(re.escape(f"{PREFIX}/{task.record}") for task in group)
+        return FaultRule(
+            "PUT",
+            rf"^/{ACCOUNT}/{container.container_name}/({names})",
+            status=status,
+            mode="first_n_per_key" if once else "always",
+            name=name,
+        )
+
     rules = [
-        FaultRule(
-            "PUT",
-            base + "(" + "|".join(keys[t.task_id] for t in doomed) + ")",
-            status=403,
-            name="doomed",
-        ),
-        FaultRule(
-            "PUT",
-            base + "(" + "|".join(keys[t.task_id] for t in flaky) + ")",
-            status=403,
-            mode="first_n_per_key",
-            n=1,
-            name="flaky",
-        ),
-        FaultRule(
-            "PUT",
-            base + "(" + "|".join(keys[t.task_id] for t in blips) + ")",
-            status=503,
-            mode="first_n_per_key",
-            n=1,
-            name="blips",
-        ),
+        refuse(doomed, 403, "doomed", once=False),
+        refuse(flaky, 403, "flaky", once=True),
+        refuse(blips, 503, "blips", once=True),
     ]
     broker.send(task.body for task in tasks)
     with FaultProxy(f"http://127.0.0.1:{azurite.port}", rules) as proxy:
@@ -333,12 +394,11 @@ def test_a_killed_worker_loses_nothing_its_locks_expire_and_a_second_worker_fini
     tmp_path: Path,
     azurite: Azurite,
     container: ContainerClient,
-    monkeypatch: pytest.MonkeyPatch,
+    task_queue: Callable[[float, int], FakeQueue],
     results_at: Callable[[str], None],
 ) -> None:
     # GIVEN 2,000 tasks and 5 s locks (the shortest Service Bus has)
-    monkeypatch.setenv("SERVICEBUS_CONNECTION_STRING", CONNECTION_STRING)
-    broker = install(monkeypatch, FakeQueue(lock_seconds=5, max_delivery_count=5))
+    broker = task_queue(5, 5)
     tasks = workload(2000, "k")
     broker.send(task.body for task in tasks)
     results_at(azurite.connection_string)

@@ -3,6 +3,8 @@ Pub/Sub emulator (gcloud) and gcp-storage-emulator.
 
 - a subscription of 20,000 tasks (``$ADDER_WORKER_MESSAGES``) drained by ``adder work
   --config`` (a subprocess): 0 lost, 0 wrong, checked against the bucket;
+- the packed layout (``config.results_layout = "packed"``): only packs, one per receive
+  call, and ``adder fetch gcp`` turns them into every task's exact record;
 - Cloud Storage refusing some results (the fault proxy, tools/fault_proxy.py, between the
   storage client and the emulator): those messages are nacked, delivered again, and moved to
   the dead-letter topic after max_delivery_attempts (the emulator implements dead-letter
@@ -30,6 +32,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import signal
@@ -43,16 +46,18 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from bench.gcp_concurrency import LATENCY_EMULATOR
+from core.cli import main as adder
+from core.packing import unpack
 from core.worker.command import WORKER_ADAPTERS, load_worker_config
 from core.worker.logs import JsonLines
 from core.worker.loop import StopReason, Worker, WorkerOptions
 from core.worker.notices import GceNoticePoller
 from core.worker.port import ReceivedMessage, Receiver
-from gcp_function.pubsub_receiver import PubsubReceiver, open_worker
+from gcp_function.pubsub_receiver import MAX_BATCH, PubsubReceiver, open_worker
 from tests.conftest import REPO_ROOT
 from tests.integration.gcp.conftest import PROJECT, storage_client, unique
 from tests.support.metadata_server import MetadataServer
-from tests.support.worker import HeldStore, Task, run_to_notice, workload
+from tests.support.worker import HeldStore, Task, assert_fetched_exactly, run_to_notice, workload
 from tools.fault_proxy import FaultProxy, FaultRule
 from tools.servers import free_port, running_server
 
@@ -223,9 +228,9 @@ def ledger(
     return counts
 
 
-def write_config(tmp_path: Path, stack: Stack, bucket: str) -> Path:
+def write_config(tmp_path: Path, stack: Stack, bucket: str, **settings: str) -> Path:
     """The seed's cloud config: the topic's bare name and the project (the subscription is
-    the default ``<topic>-worker``)."""
+    the default ``<topic>-worker``), and any other ``config.*`` ``settings``."""
     path = tmp_path / f"cloud-config-{stack.topic_name}.json"
     document = {
         "provider": "gcp",
@@ -233,7 +238,7 @@ def write_config(tmp_path: Path, stack: Stack, bucket: str) -> Path:
         "queue_name": stack.topic_name,
         "result_bucket": bucket,
         "result_prefix": PREFIX,
-        "config": {"project": PROJECT},
+        "config": {"project": PROJECT, **settings},
     }
     path.write_text(json.dumps(document), encoding="utf-8")
     return path
@@ -314,6 +319,46 @@ def test_adder_work_drains_a_subscription_losing_nothing_and_getting_nothing_wro
     assert {line["subscription"] for line in lines} == {stack.subscription}
     assert all(line["delivery_attempt"] >= 1 for line in lines)
     print(f"\nadder work: {len(tasks):,} tasks in {seconds:.1f}s = {len(tasks) / seconds:,.0f}/s")
+
+
+def test_adder_work_packed_writes_one_pack_per_receive_that_fetch_turns_into_the_task_files(
+    tmp_path: Path, env: dict[str, str], pubsub_admin: PubsubAdmin, gcs: Any, bucket: str
+) -> None:
+    # GIVEN 300 tasks (1% bad) and a cloud config naming the stack's packed layout
+    tasks = workload(300, "q")
+    stack = Stack(pubsub_admin, ack_deadline=60)
+    stack.send(tasks)
+    config = write_config(tmp_path, stack, bucket, results_layout="packed")
+    # WHEN `adder work --config` runs until the subscription stays empty
+    worker = adder_work(config, "--idle-exit", "3", "--wait-seconds", "1")
+    out, err = worker.communicate(timeout=600)
+    assert worker.returncode == 0, err
+    [stopped] = [e for e in log_lines(out) if e["message"].startswith("stopped (")]
+    # THEN only packs were written, nothing is left on the subscription or dead-lettered
+    objects = listing(gcs, bucket)
+    assert objects
+    assert all(name.startswith("packed/") and name.endswith(".jsonl") for name in objects)
+    assert stack.left() == 0
+    assert stack.dead_letter_ids() == []
+    # AND each pack holds the messages of one receive call: PubsubReceiver.receive hands out
+    # at least one buffered message and at most max_messages (the worker asks for at most
+    # MAX_BATCH), so there are at least tasks / MAX_BATCH packs and no more than non-empty
+    # receive calls; every delivered message is in exactly one pack
+    blobs = gcs.bucket(bucket)
+    sizes = [len(unpack(blobs.blob(f"{PREFIX}/{name}").download_as_bytes())) for name in objects]
+    assert all(1 <= size <= MAX_BATCH for size in sizes), sizes
+    assert sum(sizes) == stopped["received"] >= len(tasks)
+    assert math.ceil(len(tasks) / MAX_BATCH) <= len(objects) <= stopped["receive_calls"]
+    # AND fewer packs than tasks: the streaming pull keeps up to concurrency + MAX_BATCH
+    # messages outstanding in the receiver's buffer, and receive takes every buffered one
+    # (up to max_messages), so the receive calls made while the worker is busy take several
+    assert len(objects) < len(tasks)
+    # AND `adder fetch gcp` gives every task its exact record, as the default layout would
+    into = tmp_path / "results"
+    where = ["--bucket", bucket, "--prefix", PREFIX, "--into", str(into), "--no-progress"]
+    assert adder(["fetch", "gcp", *where]) == 0
+    assert_fetched_exactly(into, tasks)
+    print(f"\npacks of {len(tasks)} tasks: {len(objects)}, sizes {sorted(sizes)}")
 
 
 def gcs_error(status: int, reason: str) -> bytes:
