@@ -97,3 +97,19 @@ output "worker_instance_profile" {
   description = "Instance profile name to launch `adder work` EC2 instances with (null unless create_worker_role)."
   value       = try(aws_iam_instance_profile.worker[0].name, null)
 }
+
+output "worker_cloud_config" {
+  description = "The cloud config `adder work` reads, ready to use: `terraform output -json worker_cloud_config > cloud-config.json`, then `adder work --config cloud-config.json` (provider, job_id = name, queue_name, result_bucket, result_prefix, config.region and config.results_layout, as the function has them). Workers are competing consumers of the task queue (beside the function, or alone with event_source_mapping_enabled = false), so every worker takes the same file. No credentials: the worker's role gives them (create_worker_role). In an Auto Scaling group with a termination hook, add config.lifecycle_hook and config.autoscaling_group."
+  value = {
+    provider   = "aws"
+    job_id     = var.name
+    queue_name = aws_sqs_queue.this.name
+    # `bucket`, not `id`: known at plan time when results_bucket_name is set.
+    result_bucket = aws_s3_bucket.results.bucket
+    result_prefix = var.results_prefix
+    config = {
+      region         = var.region
+      results_layout = var.results_layout
+    }
+  }
+}

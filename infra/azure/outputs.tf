@@ -97,3 +97,20 @@ output "worker_identity_id" {
   description = "Resource Manager id of the `adder work` managed identity, to attach to a VM, scale set or container group (null unless create_worker_identity)."
   value       = try(azurerm_user_assigned_identity.worker[0].id, null)
 }
+
+output "worker_cloud_config" {
+  description = "The cloud config `adder work` reads, ready to use: `terraform output -json worker_cloud_config > cloud-config.json`, then `adder work --config cloud-config.json` (provider, job_id = name, queue_name, result_bucket = the results container, result_prefix, config.namespace = the Service Bus host name, config.account_url = the results blob endpoint, config.lock_duration = the queue's lock duration (the worker's lease), config.results_layout). Workers are competing consumers of the task queue (beside the function), so every worker takes the same file. No credentials: set AZURE_CLIENT_ID to worker_identity_client_id (create_worker_identity)."
+  value = {
+    provider      = "azure"
+    job_id        = var.name
+    queue_name    = azurerm_servicebus_queue.this.name
+    result_bucket = azurerm_storage_container.results.name
+    result_prefix = var.results_prefix
+    config = {
+      namespace      = local.servicebus_fqdn
+      account_url    = azurerm_storage_account.results.primary_blob_endpoint
+      lock_duration  = azurerm_servicebus_queue.this.lock_duration
+      results_layout = var.results_layout
+    }
+  }
+}

@@ -87,3 +87,25 @@ output "worker_service_account" {
   description = "Email of the service account `adder work` runs as (attach it to the VM or workload), or null without create_worker_subscription."
   value       = try(google_service_account.worker[0].email, null)
 }
+
+# What `adder work` reads from its --config file (core/worker/command.py, and config.project
+# and config.subscription in gcp_function/pubsub_receiver.py): the worker_cloud_config output.
+locals {
+  worker_cloud_config = {
+    provider      = "gcp"
+    job_id        = var.name
+    queue_name    = google_pubsub_topic.this.name
+    result_bucket = google_storage_bucket.results.name
+    result_prefix = var.results_prefix
+    config = {
+      project        = var.project_id
+      subscription   = one(google_pubsub_subscription.worker[*].id)
+      results_layout = var.results_layout
+    }
+  }
+}
+
+output "worker_cloud_config" {
+  description = "The cloud config `adder work` reads, ready to use: `terraform output -json worker_cloud_config > cloud-config.json`, then `adder work --config cloud-config.json` (provider, job_id = name, queue_name = the topic, result_bucket, result_prefix, config.project, config.subscription = the worker pull subscription's full ID, config.results_layout). Every worker takes the same file: they share the one worker subscription. Null without create_worker_subscription (terraform keeps no null output: `terraform output worker_cloud_config` then says it is not found): there is no subscription for a worker to pull (the function's push subscription is not one). No credentials: run the worker as worker_service_account."
+  value       = var.create_worker_subscription ? local.worker_cloud_config : null
+}

@@ -1,6 +1,8 @@
 """infra/aws for real: terraform apply against a moto server, then the deployed zip's handler
 processes tasks submitted to the queue the stack created, then terraform destroy. Variables
-that need no server (validation, planned outputs) are checked with an offline plan."""
+that need no server (validation, planned outputs) are checked with an offline plan. The
+``worker_cloud_config`` output is read by the worker's own loader, planned (known whole with a
+named bucket) and applied (the AWS binding opens the deployed queue and bucket with it)."""
 
 from __future__ import annotations
 
@@ -22,10 +24,12 @@ from aws_lambda.sandbox.terraform import (
     find_terraform,
     write_dummy_lambda_zip,
 )
+from aws_lambda.sqs_receiver import open_worker
 from core.cli import main as adder
 from core.clouds import CLOUDS
 from core.packaging import build_package
-from core.packing import PACK_CONTENT_TYPE, unpack
+from core.packing import PACK_CONTENT_TYPE, ResultsLayout, unpack
+from core.worker.command import load_worker_config
 from tests.conftest import REPO_ROOT
 from tests.support.tools import require
 from tools.servers import free_port, running_server
@@ -340,6 +344,36 @@ def test_invocation_errors_surface(deployed: Deployed, tmp_path: Path) -> None:
         runtime.close()
 
 
+def test_the_worker_cloud_config_output_opens_the_deployed_queue_and_bucket(
+    deployed: Deployed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the applied stack's worker_cloud_config written to a file (as `terraform output
+    # -json worker_cloud_config` prints it), with the moto endpoint added (off the cloud only)
+    document = json.loads(json.dumps(deployed.outputs["worker_cloud_config"]))
+    document["config"]["endpoint_url"] = deployed.endpoint
+    path = tmp_path / "cloud-config.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)  # the region must come from the file
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "test")
+    # WHEN the worker loads it and opens the AWS binding on it
+    config = load_worker_config(path)
+    receiver, store = open_worker(config, 1)
+    try:
+        # THEN it works the stack's queue in the stack's region (its lease the queue's
+        # visibility timeout) and writes to the stack's bucket under the prefix, per task
+        outputs = deployed.outputs
+        assert receiver.queue_url == outputs["queue_url"]
+        assert receiver.sqs.meta.region_name == REGION
+        assert receiver.lease_seconds == outputs["queue_visibility_timeout_seconds"]
+        assert (store.bucket, store.prefix) == (outputs["results_bucket"], "results")
+        assert (config.job_id, config.results_layout) == ("adder-e2e", ResultsLayout.PER_TASK)
+    finally:
+        receiver.close()
+        store.client.close()
+
+
 # --- results_layout -------------------------------------------------------------------------
 
 
@@ -608,4 +642,59 @@ def test_a_group_name_becomes_the_groups_arn_in_the_stacks_account_and_region(
     assert granted == {
         group_arn: "autoscaling:CompleteLifecycleAction",
         SPOT_GROUPS_ARN: "autoscaling:CompleteLifecycleAction",
+    }
+
+
+def test_the_planned_worker_cloud_config_is_the_file_adder_work_reads(
+    offline_stack: tuple[TerraformStack, dict[str, Any]], tmp_path: Path
+) -> None:
+    stack, base = offline_stack
+    # GIVEN the stack with its own name, region, named bucket, prefix and packed layout
+    values = {
+        **base,
+        "region": "eu-west-3",
+        "name": "adder-vm",
+        "results_bucket_name": "adder-vm-results-1",
+        "results_prefix": "jobs/one",
+        "results_layout": "packed",
+    }
+    # WHEN it is planned
+    planned = stack.plan_json(values)["planned_values"]["outputs"]
+    # THEN worker_cloud_config is known whole before apply, and written to a file (as
+    # `terraform output -json worker_cloud_config` prints it) the worker's loader reads it
+    assert "worker_cloud_config" in planned, "infra/aws declares no worker_cloud_config output"
+    assert "value" in planned["worker_cloud_config"], "worker_cloud_config unknown at plan time"
+    path = tmp_path / "cloud-config.json"
+    path.write_text(json.dumps(planned["worker_cloud_config"]["value"]), encoding="utf-8")
+    config = load_worker_config(path)
+    # AND every field is one it reads and is the stack's: no unknown field, the queue the
+    # stack creates, the bucket, the prefix, the region and the layout
+    assert config.warnings == ()
+    assert planned["queue_name"]["value"] == "adder-vm-tasks"
+    assert (config.provider, config.job_id, config.queue_name) == (
+        "aws",
+        "adder-vm",
+        "adder-vm-tasks",
+    )
+    assert (config.result_bucket, config.result_prefix) == ("adder-vm-results-1", "jobs/one")
+    assert dict(config.settings) == {"region": "eu-west-3", "results_layout": "packed"}
+    assert config.results_layout is ResultsLayout.PACKED
+
+
+def test_with_a_generated_bucket_name_only_the_result_bucket_waits_for_apply(
+    offline_stack: tuple[TerraformStack, dict[str, Any]],
+) -> None:
+    stack, base = offline_stack
+    # GIVEN the default stack (the bucket named "<name>-results-<random>" by AWS) / WHEN planned
+    change = stack.plan_json(base)["output_changes"]["worker_cloud_config"]
+    # THEN the output's bucket is known after apply only (nothing in its config object is
+    # unknown), and all the rest now
+    assert change["after_unknown"] == {"result_bucket": True, "config": {}}
+    known = {key: item for key, item in change["after"].items() if key != "result_bucket"}
+    assert known == {
+        "provider": "aws",
+        "job_id": "adder",
+        "queue_name": "adder-tasks",
+        "result_prefix": "results",
+        "config": {"region": REGION, "results_layout": "per_task"},
     }

@@ -6,15 +6,27 @@ Checked: it is off by default and everything it adds is counted on the one varia
 identity gets exactly two roles, "Azure Service Bus Data Receiver" on the task queue and
 "Storage Blob Data Contributor" on the results container (never a namespace, account or
 resource group); its outputs are null without it; the example and the README say how to use
-it.
+it. The ``worker_cloud_config`` output is the worker's config file: exactly the keys
+:func:`core.worker.command.load_worker_config` and the Azure binding's
+:func:`~azure_function.servicebus_receiver.worker_settings` read, each bound to the stack's
+own queue, container, namespace, blob endpoint and lock duration.
 """
 
 from __future__ import annotations
 
+import json
+from typing import TYPE_CHECKING
+
 import pytest
 
+from azure_function.servicebus_receiver import worker_settings
+from core.packing import ResultsLayout
+from core.worker.command import load_worker_config
 from tests.conftest import REPO_ROOT
 from tools.tfschema.hcl import Block, parse_file
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.infra
 
@@ -25,6 +37,11 @@ GATED = "${var.create_worker_identity ? 1 : 0}"
 
 def blocks(file: str, block_type: str) -> list[Block]:
     return parse_file(STACK / file).blocks_of(block_type)
+
+
+def resource(kind: str, name: str) -> Block:
+    (found,) = [b for b in blocks("main.tf", "resource") if b.labels == (kind, name)]
+    return found
 
 
 def value(block: Block, name: str) -> object:
@@ -90,3 +107,84 @@ def test_the_example_and_the_readme_show_how_to_use_it() -> None:
     readme = (STACK / "README.md").read_text(encoding="utf-8")
     for needed in ("create_worker_identity", "worker_identity_client_id", "AZURE_CLIENT_ID"):
         assert needed in readme, needed
+
+
+WORKER_CLOUD_CONFIG = {
+    "provider": '"azure"',
+    "job_id": "${var.name}",
+    "queue_name": "${azurerm_servicebus_queue.this.name}",
+    "result_bucket": "${azurerm_storage_container.results.name}",
+    "result_prefix": "${var.results_prefix}",
+    "config": {
+        "namespace": "${local.servicebus_fqdn}",
+        "account_url": "${azurerm_storage_account.results.primary_blob_endpoint}",
+        "lock_duration": "${azurerm_servicebus_queue.this.lock_duration}",
+        "results_layout": "${var.results_layout}",
+    },
+}
+"""``worker_cloud_config`` as python-hcl2 serializes it: what each key of the file is."""
+
+APPLIED = {
+    '"azure"': "azure",
+    "${var.name}": "adder",
+    "${azurerm_servicebus_queue.this.name}": "tasks",
+    "${azurerm_storage_container.results.name}": "results",
+    "${var.results_prefix}": "jobs/one",
+    "${local.servicebus_fqdn}": "sb-adder-1a2b3c.servicebus.windows.net",
+    "${azurerm_storage_account.results.primary_blob_endpoint}": (
+        "https://stadderres1a2b3c.blob.core.windows.net/"
+    ),
+    "${azurerm_servicebus_queue.this.lock_duration}": "PT1M30S",
+    "${var.results_layout}": "packed",
+}
+"""What each expression of the output is once applied (as azurerm returns them)."""
+
+
+def worker_cloud_config() -> object:
+    outputs = {b.labels[0]: b for b in blocks("outputs.tf", "output")}
+    assert "worker_cloud_config" in outputs, "infra/azure declares no worker_cloud_config output"
+    return value(outputs["worker_cloud_config"], "value")
+
+
+def applied(node: object) -> object:
+    """The output's object with each expression replaced by its applied value."""
+    if isinstance(node, dict):
+        return {key: applied(item) for key, item in node.items()}
+    assert node in APPLIED, f"an expression this test does not know: {node}"
+    return APPLIED[str(node)]
+
+
+def test_the_worker_cloud_config_output_is_an_object_of_the_stacks_own_names() -> None:
+    # GIVEN infra/azure's outputs / THEN worker_cloud_config is an object (terraform output
+    # -json prints it as the file), each key bound to the queue, container, namespace, blob
+    # endpoint, lock duration, prefix and layout of this stack, and nothing else
+    assert worker_cloud_config() == WORKER_CLOUD_CONFIG
+    # AND the lock duration is the queue's derived one, in the ISO form the binding parses
+    assert value(resource("azurerm_servicebus_queue", "this"), "lock_duration") == (
+        "${local.lock_duration}"
+    )
+
+
+def test_the_worker_cloud_config_output_is_read_whole_by_the_loader_and_the_binding(
+    tmp_path: Path,
+) -> None:
+    # GIVEN the output as `terraform output -json worker_cloud_config` writes it once applied
+    path = tmp_path / "cloud-config.json"
+    path.write_text(json.dumps(applied(worker_cloud_config())), encoding="utf-8")
+    # WHEN the worker's loader and the Azure binding read it (no connection strings around)
+    config = load_worker_config(path)
+    settings = worker_settings(config, environ={})
+    # THEN every key is one they read, and means what the stack has: no unknown field, the
+    # queue, the container under the prefix, the namespace's host, the results account, the
+    # queue's lock duration as the lease, the stack's layout
+    assert config.warnings == ()
+    assert (config.provider, config.job_id, config.results_layout) == (
+        "azure",
+        "adder",
+        ResultsLayout.PACKED,
+    )
+    assert (settings.queue, settings.container, settings.prefix) == ("tasks", "results", "jobs/one")
+    assert settings.host == "sb-adder-1a2b3c.servicebus.windows.net"
+    assert settings.account_url == "https://stadderres1a2b3c.blob.core.windows.net/"
+    assert settings.lease_seconds == 90
+    assert settings.needs_credential

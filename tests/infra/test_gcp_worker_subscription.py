@@ -10,7 +10,10 @@ push subscription's dead-letter topic, max deliveries and retry policy, and the 
 service agent may dead-letter from it; the worker's service account gets exactly
 roles/pubsub.subscriber on that subscription and the results writer role on the results
 bucket under the prefix; the outputs are null without it; the example and the README say how
-to use it.
+to use it. The ``worker_cloud_config`` output is the worker's config file (null without the
+subscription): exactly the keys :func:`core.worker.command.load_worker_config` and the GCP
+binding's :func:`~gcp_function.pubsub_receiver.worker_target` read, evaluated by terraform
+over stand-ins of the resources it names.
 
 Workers only: ``push_to_function = false`` removes the function's push subscription and the
 service agent's grant on it (``moved`` blocks keep existing states' unindexed addresses), its
@@ -29,7 +32,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from aws_lambda.sandbox.terraform import find_terraform
-from gcp_function.pubsub_receiver import SUBSCRIPTION_SUFFIX
+from core.packing import ResultsLayout
+from core.worker.command import load_worker_config
+from gcp_function.pubsub_receiver import SUBSCRIPTION_SUFFIX, worker_target
 from tests.conftest import REPO_ROOT
 from tests.support.tools import require
 from tools.tfschema.hcl import Block, Body, parse_file
@@ -421,3 +426,150 @@ def test_the_push_outputs_are_the_subscription_or_null_without_it(
     # THEN task_subscription and ack_deadline_seconds name it, or are null (not an error)
     shown = json.loads(terraform_run(push_outputs, "output", "-json").stdout)
     assert shown["push"]["value"] == expected
+
+
+WORKER_CLOUD_CONFIG = {
+    "provider": '"gcp"',
+    "job_id": "${var.name}",
+    "queue_name": "${google_pubsub_topic.this.name}",
+    "result_bucket": "${google_storage_bucket.results.name}",
+    "result_prefix": "${var.results_prefix}",
+    "config": {
+        "project": "${var.project_id}",
+        "subscription": "${one(google_pubsub_subscription.worker[*].id)}",
+        "results_layout": "${var.results_layout}",
+    },
+}
+"""``local.worker_cloud_config`` as python-hcl2 serializes it: what each key of the file is."""
+
+
+def worker_cloud_config_local() -> object:
+    (found,) = [
+        b.body.attribute("worker_cloud_config")
+        for b in blocks("outputs.tf", "locals")
+        if b.body.attribute("worker_cloud_config") is not None
+    ]
+    assert found is not None
+    return found.value
+
+
+def test_the_worker_cloud_config_output_is_the_stacks_own_names_or_null() -> None:
+    # GIVEN infra/gcp's outputs
+    outputs = {b.labels[0]: b for b in blocks("outputs.tf", "output")}
+    assert "worker_cloud_config" in outputs, "infra/gcp declares no worker_cloud_config output"
+    # THEN worker_cloud_config is the object of the worker's file, or null without the worker
+    # subscription (there is nothing for a worker to pull)
+    assert value(outputs["worker_cloud_config"], "value") == (
+        "${var.create_worker_subscription ? local.worker_cloud_config : null}"
+    )
+    # AND each key of the file is bound to this stack's topic, bucket, prefix, project, worker
+    # subscription and layout, and there is no other key
+    assert worker_cloud_config_local() == WORKER_CLOUD_CONFIG
+
+
+def hcl_text(node: object) -> str:
+    """A value as python-hcl2 serializes it, written back as HCL."""
+    if isinstance(node, dict):
+        return "{\n" + "".join(f"{k} = {hcl_text(v)}\n" for k, v in node.items()) + "}"
+    text = str(node)
+    return expression(text) if text.startswith("${") else text
+
+
+CLOUD_CONFIG_PROBE = """
+locals {{
+  # Stand-ins for the resources the output names, as the provider fills them in
+  topic          = {{ name = "adder-tasks" }}
+  results_bucket = {{ name = "my-project-1-adder-results" }}
+  worker_subscriptions = [
+    for index in range({count}) : {{ id = "{subscription}" }}
+  ]
+  worker_cloud_config = {config}
+}}
+
+output "worker_cloud_config" {{
+  value = {output}
+}}
+"""
+STAND_IN_SUBSCRIPTION = "projects/my-project-1/subscriptions/adder-tasks-worker-1"
+"""Not the worker's default name: a file without config.subscription would not find it."""
+
+
+@pytest.fixture(scope="module")
+def cloud_config_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """variables.tf with worker_cloud_config (its local and its output, as written in
+    outputs.tf) over stand-ins of the topic, the bucket and the counted worker subscription:
+    run by terraform as is."""
+    terraform = find_terraform()
+    require(terraform is not None, "terraform is not installed")
+    directory = tmp_path_factory.mktemp("gcp-worker-cloud-config")
+    shutil.copy(STACK / "variables.tf", directory / "variables.tf")
+    outputs = {b.labels[0]: b for b in blocks("outputs.tf", "output")}
+    probe = CLOUD_CONFIG_PROBE.format(
+        count=expression(value(resource("google_pubsub_subscription", "worker"), "count")),
+        subscription=STAND_IN_SUBSCRIPTION,
+        config=hcl_text(worker_cloud_config_local()),
+        output=expression(value(outputs["worker_cloud_config"], "value")),
+    )
+    stand_ins = {
+        "google_pubsub_topic.this": "local.topic",
+        "google_storage_bucket.results": "local.results_bucket",
+        "google_pubsub_subscription.worker": "local.worker_subscriptions",
+    }
+    for address, stand_in in stand_ins.items():
+        probe = probe.replace(address, stand_in)
+    (directory / "probe.tf").write_text(probe, encoding="utf-8")
+    init = terraform_run(directory, "init", "-input=false", "-backend=false")
+    assert init.returncode == 0, init.stderr
+    return directory
+
+
+def test_the_worker_cloud_config_is_read_whole_by_the_loader_and_the_binding(
+    cloud_config_output: Path, tmp_path: Path
+) -> None:
+    # GIVEN the stack with the worker subscription, a prefix and the packed layout / WHEN applied
+    values = {
+        "create_worker_subscription": True,
+        "name": "adder",
+        "results_prefix": "jobs/one",
+        "results_layout": "packed",
+    }
+    applied = apply(cloud_config_output, values)
+    assert applied.returncode == 0, applied.stderr
+    # AND worker_cloud_config is written to a file as `terraform output -json` prints it
+    shown = terraform_run(cloud_config_output, "output", "-json", "worker_cloud_config")
+    assert shown.returncode == 0, shown.stderr
+    path = tmp_path / "cloud-config.json"
+    path.write_text(shown.stdout, encoding="utf-8")
+    # WHEN the worker's loader and the GCP binding read it (no $GOOGLE_CLOUD_PROJECT)
+    config = load_worker_config(path)
+    target = worker_target(config, environ={})
+    # THEN every key is one they read, and means what the stack has: no unknown field, the
+    # topic and the worker subscription in the project, the bucket under the prefix, the layout
+    assert config.warnings == ()
+    assert (config.provider, config.job_id, config.results_layout) == (
+        "gcp",
+        "adder",
+        ResultsLayout.PACKED,
+    )
+    assert (config.result_bucket, config.result_prefix) == (
+        "my-project-1-adder-results",
+        "jobs/one",
+    )
+    assert target.project == "my-project-1"
+    assert target.topic == "projects/my-project-1/topics/adder-tasks"
+    assert target.subscription == STAND_IN_SUBSCRIPTION
+
+
+def test_without_the_worker_subscription_the_worker_cloud_config_is_null(
+    cloud_config_output: Path,
+) -> None:
+    # GIVEN the stack without the worker subscription (the function's push one only)
+    applied = apply(cloud_config_output, {"create_worker_subscription": False})
+    assert applied.returncode == 0, applied.stderr
+    # WHEN its outputs are read / THEN worker_cloud_config is null: no file to give a worker
+    # (terraform keeps no null output, so asking for it by name fails rather than print null)
+    shown = json.loads(terraform_run(cloud_config_output, "output", "-json").stdout)
+    assert shown.get("worker_cloud_config", {}).get("value") is None
+    named = terraform_run(cloud_config_output, "output", "-json", "worker_cloud_config")
+    assert named.returncode != 0
+    assert 'Output "worker_cloud_config" not found' in named.stderr
