@@ -23,7 +23,7 @@ from azure_function.servicebus_receiver import worker_settings
 from core.packing import ResultsLayout
 from core.worker.command import load_worker_config
 from tests.conftest import REPO_ROOT
-from tools.tfschema.hcl import Block, parse_file
+from tests.support.hcl import StackSource, value
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -31,33 +31,19 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.infra
 
 STACK = REPO_ROOT / "infra" / "azure"
+HCL = StackSource(STACK)
 WORKER = "azurerm_user_assigned_identity.worker"
 GATED = "${var.create_worker_identity ? 1 : 0}"
-
-
-def blocks(file: str, block_type: str) -> list[Block]:
-    return parse_file(STACK / file).blocks_of(block_type)
-
-
-def resource(kind: str, name: str) -> Block:
-    (found,) = [b for b in blocks("main.tf", "resource") if b.labels == (kind, name)]
-    return found
-
-
-def value(block: Block, name: str) -> object:
-    attribute = block.body.attribute(name)
-    assert attribute is not None, f"{block.labels} has no {name}"
-    return attribute.value
 
 
 def test_the_worker_identity_is_off_by_default_and_all_of_it_hangs_on_one_variable() -> None:
     # GIVEN the stack's variables / THEN create_worker_identity is a bool, false by default
     (variable,) = [
-        b for b in blocks("variables.tf", "variable") if b.labels == ("create_worker_identity",)
+        b for b in HCL.blocks("variables.tf", "variable") if b.labels == ("create_worker_identity",)
     ]
     assert (value(variable, "type"), value(variable, "default")) == ("bool", False)
     # AND the identity, and every resource that names it, exists only when it is true
-    resources = blocks("main.tf", "resource")
+    resources = HCL.blocks("main.tf", "resource")
     worker = [
         r
         for r in resources
@@ -75,7 +61,7 @@ def test_the_worker_identity_is_off_by_default_and_all_of_it_hangs_on_one_variab
 def test_the_worker_identity_has_two_roles_each_on_one_resource_only() -> None:
     # GIVEN every role assignment of the stack
     assignments = [
-        r for r in blocks("main.tf", "resource") if r.labels[0] == "azurerm_role_assignment"
+        r for r in HCL.blocks("main.tf", "resource") if r.labels[0] == "azurerm_role_assignment"
     ]
     # WHEN those given to the worker identity are picked
     granted = {
@@ -94,7 +80,7 @@ def test_the_worker_identity_has_two_roles_each_on_one_resource_only() -> None:
 
 
 def test_the_worker_outputs_are_its_client_id_and_id_or_null() -> None:
-    outputs = {b.labels[0]: b for b in blocks("outputs.tf", "output")}
+    outputs = {b.labels[0]: b for b in HCL.blocks("outputs.tf", "output")}
     assert value(outputs["worker_identity_client_id"], "value") == (
         f"${{try({WORKER}[0].client_id, null)}}"
     )
@@ -141,7 +127,7 @@ APPLIED = {
 
 
 def worker_cloud_config() -> object:
-    outputs = {b.labels[0]: b for b in blocks("outputs.tf", "output")}
+    outputs = {b.labels[0]: b for b in HCL.blocks("outputs.tf", "output")}
     assert "worker_cloud_config" in outputs, "infra/azure declares no worker_cloud_config output"
     return value(outputs["worker_cloud_config"], "value")
 
@@ -160,7 +146,7 @@ def test_the_worker_cloud_config_output_is_an_object_of_the_stacks_own_names() -
     # endpoint, lock duration, prefix and layout of this stack, and nothing else
     assert worker_cloud_config() == WORKER_CLOUD_CONFIG
     # AND the lock duration is the queue's derived one, in the ISO form the binding parses
-    assert value(resource("azurerm_servicebus_queue", "this"), "lock_duration") == (
+    assert value(HCL.resource("azurerm_servicebus_queue", "this"), "lock_duration") == (
         "${local.lock_duration}"
     )
 

@@ -36,6 +36,7 @@ from core.packing import ResultsLayout
 from core.worker.command import load_worker_config
 from gcp_function.pubsub_receiver import SUBSCRIPTION_SUFFIX, worker_target
 from tests.conftest import REPO_ROOT
+from tests.support.hcl import StackSource, value
 from tests.support.tools import require
 from tools.tfschema.hcl import Block, Body, parse_file
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.infra
 
 STACK = REPO_ROOT / "infra" / "gcp"
+HCL = StackSource(STACK)
 GATED = "${var.create_worker_subscription ? 1 : 0}"
 PUSH_GATED = "${var.push_to_function ? 1 : 0}"
 PUSH = "${google_pubsub_subscription.this[0].id}"
@@ -52,21 +54,6 @@ SUBSCRIPTION = "${google_pubsub_subscription.worker[0].id}"
 WORKER = "${google_service_account.worker[0].member}"
 AGENT = "${local.pubsub_service_agent}"
 WRITER = "${google_project_iam_custom_role.results_writer.name}"
-
-
-def blocks(file: str, block_type: str) -> list[Block]:
-    return parse_file(STACK / file).blocks_of(block_type)
-
-
-def resource(kind: str, name: str) -> Block:
-    (found,) = [b for b in blocks("main.tf", "resource") if b.labels == (kind, name)]
-    return found
-
-
-def value(block: Block, name: str) -> object:
-    attribute = block.body.attribute(name)
-    assert attribute is not None, f"{block.labels} has no {name}"
-    return attribute.value
 
 
 def shape(block: Block) -> object:
@@ -82,13 +69,15 @@ def shape(block: Block) -> object:
 def test_everything_for_the_worker_hangs_on_one_variable_off_by_default() -> None:
     # GIVEN the stack's variables / THEN create_worker_subscription is a bool, false by default
     (variable,) = [
-        b for b in blocks("variables.tf", "variable") if b.labels == ("create_worker_subscription",)
+        b
+        for b in HCL.blocks("variables.tf", "variable")
+        if b.labels == ("create_worker_subscription",)
     ]
     assert (value(variable, "type"), value(variable, "default")) == ("bool", False)
     # AND the subscription, the account and every grant naming either exist only when true
     worker = [
         r
-        for r in blocks("main.tf", "resource")
+        for r in HCL.blocks("main.tf", "resource")
         if r.labels[1] == "worker"
         or any("google_pubsub_subscription.worker" in str(a.value) for a in r.body.attributes)
         or any("google_service_account.worker" in str(a.value) for a in r.body.attributes)
@@ -105,8 +94,8 @@ def test_everything_for_the_worker_hangs_on_one_variable_off_by_default() -> Non
 
 def test_the_subscription_pulls_the_task_topic_and_dead_letters_like_the_push_one() -> None:
     # GIVEN the worker subscription and the function's push subscription
-    worker = resource("google_pubsub_subscription", "worker")
-    push = resource("google_pubsub_subscription", "this")
+    worker = HCL.resource("google_pubsub_subscription", "worker")
+    push = HCL.resource("google_pubsub_subscription", "this")
     # THEN it is named as the worker looks for it by default, on the task topic, pull only
     assert value(worker, "name") == f'"${{local.topic_name}}{SUBSCRIPTION_SUFFIX}"'
     assert value(worker, "topic") == value(push, "topic") == "${google_pubsub_topic.this.id}"
@@ -119,13 +108,13 @@ def test_the_subscription_pulls_the_task_topic_and_dead_letters_like_the_push_on
         assert shape(mine) == shape(theirs), block
     # AND the Pub/Sub service agent may take dead letters off it (it publishes to the
     # dead-letter topic already, for the push subscription)
-    agent = resource("google_pubsub_subscription_iam_member", "worker_dead_letter_subscriber")
+    agent = HCL.resource("google_pubsub_subscription_iam_member", "worker_dead_letter_subscriber")
     assert (value(agent, "subscription"), value(agent, "role"), value(agent, "member")) == (
         SUBSCRIPTION,
         '"roles/pubsub.subscriber"',
         AGENT,
     )
-    publisher = resource("google_pubsub_topic_iam_member", "dead_letter_publisher")
+    publisher = HCL.resource("google_pubsub_topic_iam_member", "dead_letter_publisher")
     assert value(publisher, "topic") == "${google_pubsub_topic.dead_letter.id}"
     assert value(publisher, "member") == AGENT
 
@@ -134,7 +123,7 @@ def test_the_worker_account_may_pull_its_subscription_and_write_results_nothing_
     # GIVEN every IAM grant of the stack
     grants = [
         r
-        for r in blocks("main.tf", "resource")
+        for r in HCL.blocks("main.tf", "resource")
         if r.labels[0].endswith(("_iam_member", "_iam_binding"))
     ]
     # WHEN those given to the worker's account are picked
@@ -147,26 +136,26 @@ def test_the_worker_account_may_pull_its_subscription_and_write_results_nothing_
         ),
     }
     # THEN it pulls the worker subscription only...
-    subscriber = resource("google_pubsub_subscription_iam_member", "worker_subscriber")
+    subscriber = HCL.resource("google_pubsub_subscription_iam_member", "worker_subscriber")
     assert value(subscriber, "subscription") == SUBSCRIPTION
     # ... and writes in the results bucket under the prefix only, as the function does
-    results = resource("google_storage_bucket_iam_member", "worker_results")
-    function = resource("google_storage_bucket_iam_member", "function_results")
+    results = HCL.resource("google_storage_bucket_iam_member", "worker_results")
+    function = HCL.resource("google_storage_bucket_iam_member", "function_results")
     assert value(results, "bucket") == value(function, "bucket")
     (mine_condition,) = results.body.blocks_of("dynamic")
     (their_condition,) = function.body.blocks_of("dynamic")
     assert mine_condition.labels == their_condition.labels == ("condition",)
     assert shape(mine_condition) == shape(their_condition)
     # AND it is not the function's account (whose grants it does not share)
-    account = resource("google_service_account", "worker")
+    account = HCL.resource("google_service_account", "worker")
     assert value(account, "account_id") == '"${var.name}-puller"'
-    assert value(resource("google_service_account", "function"), "account_id") != value(
+    assert value(HCL.resource("google_service_account", "function"), "account_id") != value(
         account, "account_id"
     )
 
 
 def test_the_outputs_are_the_subscription_and_the_account_or_null() -> None:
-    outputs = {b.labels[0]: b for b in blocks("outputs.tf", "output")}
+    outputs = {b.labels[0]: b for b in HCL.blocks("outputs.tf", "output")}
     assert value(outputs["worker_subscription"], "value") == (
         "${try(google_pubsub_subscription.worker[0].id, null)}"
     )
@@ -204,21 +193,23 @@ def attribute_texts(body: Body) -> list[str]:
 def test_the_push_subscription_and_its_dead_letter_grant_hang_on_push_to_function() -> None:
     # GIVEN the stack's variables / THEN push_to_function is a bool, true by default, never null
     (variable,) = [
-        b for b in blocks("variables.tf", "variable") if b.labels == ("push_to_function",)
+        b for b in HCL.blocks("variables.tf", "variable") if b.labels == ("push_to_function",)
     ]
     assert (value(variable, "type"), value(variable, "default")) == ("bool", True)
     assert value(variable, "nullable") is False
     # AND the push subscription and the service agent's grant on it exist only when true
-    push = resource("google_pubsub_subscription", "this")
-    grant = resource("google_pubsub_subscription_iam_member", "dead_letter_subscriber")
+    push = HCL.resource("google_pubsub_subscription", "this")
+    grant = HCL.resource("google_pubsub_subscription_iam_member", "dead_letter_subscriber")
     assert value(push, "count") == value(grant, "count") == PUSH_GATED
     assert value(grant, "subscription") == PUSH
     assert value(push, "name") == '"${local.topic_name}-push"'
     # AND the stack asks for the Terraform whose validations may read another variable (1.9)
-    (terraform,) = blocks("versions.tf", "terraform")
+    (terraform,) = HCL.blocks("versions.tf", "terraform")
     assert value(terraform, "required_version") == '">= 1.9.0"'
     # AND nothing else hangs on it: the function and its invoker grant stay deployed
-    gated = [r.labels for r in blocks("main.tf", "resource") if "var.push_to_function" in str(r)]
+    gated = [
+        r.labels for r in HCL.blocks("main.tf", "resource") if "var.push_to_function" in str(r)
+    ]
     assert sorted(gated) == [
         ("google_pubsub_subscription", "this"),
         ("google_pubsub_subscription_iam_member", "dead_letter_subscriber"),
@@ -227,7 +218,7 @@ def test_the_push_subscription_and_its_dead_letter_grant_hang_on_push_to_functio
 
 def test_existing_states_keep_both_through_moved_blocks_and_every_reference_is_indexed() -> None:
     # GIVEN the moved blocks of main.tf
-    moved = {(value(b, "from"), value(b, "to")) for b in blocks("main.tf", "moved")}
+    moved = {(value(b, "from"), value(b, "to")) for b in HCL.blocks("main.tf", "moved")}
     # THEN the unindexed addresses of the states written before the count move to [0]
     # (no destroy and re-create of the subscription, whose backlog would go with it)
     assert {
@@ -383,7 +374,7 @@ def push_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     require(terraform is not None, "terraform is not installed")
     directory = tmp_path_factory.mktemp("gcp-push-outputs")
     shutil.copy(STACK / "variables.tf", directory / "variables.tf")
-    outputs = {b.labels[0]: b for b in blocks("outputs.tf", "output")}
+    outputs = {b.labels[0]: b for b in HCL.blocks("outputs.tf", "output")}
     stand_in = "local.push_subscriptions"
 
     def output(name: str) -> str:
@@ -392,7 +383,7 @@ def push_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
 
     probe = OUTPUTS_PROBE.format(
-        count=expression(value(resource("google_pubsub_subscription", "this"), "count")),
+        count=expression(value(HCL.resource("google_pubsub_subscription", "this"), "count")),
         task_subscription=output("task_subscription"),
         ack_deadline_seconds=output("ack_deadline_seconds"),
     )
@@ -446,7 +437,7 @@ WORKER_CLOUD_CONFIG = {
 def worker_cloud_config_local() -> object:
     (found,) = [
         b.body.attribute("worker_cloud_config")
-        for b in blocks("outputs.tf", "locals")
+        for b in HCL.blocks("outputs.tf", "locals")
         if b.body.attribute("worker_cloud_config") is not None
     ]
     assert found is not None
@@ -455,7 +446,7 @@ def worker_cloud_config_local() -> object:
 
 def test_the_worker_cloud_config_output_is_the_stacks_own_names_or_null() -> None:
     # GIVEN infra/gcp's outputs
-    outputs = {b.labels[0]: b for b in blocks("outputs.tf", "output")}
+    outputs = {b.labels[0]: b for b in HCL.blocks("outputs.tf", "output")}
     assert "worker_cloud_config" in outputs, "infra/gcp declares no worker_cloud_config output"
     # THEN worker_cloud_config is the object of the worker's file, or null without the worker
     # subscription (there is nothing for a worker to pull)
@@ -503,9 +494,9 @@ def cloud_config_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     require(terraform is not None, "terraform is not installed")
     directory = tmp_path_factory.mktemp("gcp-worker-cloud-config")
     shutil.copy(STACK / "variables.tf", directory / "variables.tf")
-    outputs = {b.labels[0]: b for b in blocks("outputs.tf", "output")}
+    outputs = {b.labels[0]: b for b in HCL.blocks("outputs.tf", "output")}
     probe = CLOUD_CONFIG_PROBE.format(
-        count=expression(value(resource("google_pubsub_subscription", "worker"), "count")),
+        count=expression(value(HCL.resource("google_pubsub_subscription", "worker"), "count")),
         subscription=STAND_IN_SUBSCRIPTION,
         config=hcl_text(worker_cloud_config_local()),
         output=expression(value(outputs["worker_cloud_config"], "value")),
