@@ -150,7 +150,7 @@ def test_concurrent_receives_never_take_the_same_message() -> None:
     # WHEN they drain the queue through stock moto and through the patched receive
     stock = concurrent_receives("stock")
     patched = concurrent_receives("patched")
-    # THEN stock moto hands some messages out twice; the patched server each exactly once
-    assert stock["distinct"] == 200
-    assert stock["received"] > 200
+    # THEN stock moto hands some messages out twice (and, racing, may even lose a receiver's
+    # batch); the patched server hands out each exactly once
+    assert stock["received"] > stock["distinct"]
     assert patched == {"received": 200, "distinct": 200}
