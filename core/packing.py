@@ -45,13 +45,16 @@ class ResultsLayout(enum.Enum):
 def results_layout_from_environment(environ: Mapping[str, str] | None = None) -> ResultsLayout:
     """``RESULTS_LAYOUT`` (``per_task`` when unset or blank); a ConfigError for anything else."""
     value = setting(LAYOUT_SETTING, environ)
-    if not value:
-        return ResultsLayout.PER_TASK
+    return named_results_layout(value, LAYOUT_SETTING) if value else ResultsLayout.PER_TASK
+
+
+def named_results_layout(value: str, where: str) -> ResultsLayout:
+    """The layout ``value`` names; a one-line ConfigError naming ``where`` it came from."""
     try:
         return ResultsLayout(value)
     except ValueError:
         choices = " or ".join(repr(layout.value) for layout in ResultsLayout)
-        raise ConfigError(f"{LAYOUT_SETTING}={value!r}: use {choices}") from None
+        raise ConfigError(f"{where}={value!r}: use {choices}") from None
 
 
 class PackedRecord(NamedTuple):

@@ -31,7 +31,12 @@ from core.cli_args import whole_number
 from core.clouds import CLOUDS
 from core.config import parse_config, read_config_document
 from core.errors import ConfigError, ProviderUnavailableError
-from core.packing import LAYOUT_SETTING, ResultsLayout, results_layout_from_environment
+from core.packing import (
+    LAYOUT_SETTING,
+    ResultsLayout,
+    named_results_layout,
+    results_layout_from_environment,
+)
 from core.worker.logs import JsonLines
 from core.worker.loop import (
     DEFAULT_CONCURRENCY,
@@ -131,15 +136,7 @@ def load_worker_config(path: str | Path) -> WorkerConfig:
 
 def _configured_layout(value: object, path: Path) -> ResultsLayout | None:
     text = str(value or "").strip()
-    if not text:
-        return None
-    try:
-        return ResultsLayout(text)
-    except ValueError:
-        choices = " or ".join(repr(layout.value) for layout in ResultsLayout)
-        raise ConfigError(
-            f"config file {path}: config.{LAYOUT_KEY}={text!r}: use {choices}"
-        ) from None
+    return named_results_layout(text, f"config file {path}: config.{LAYOUT_KEY}") if text else None
 
 
 def results_layout(flag: str | None, config: WorkerConfig) -> ResultsLayout:
