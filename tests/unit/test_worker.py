@@ -335,12 +335,11 @@ class PackFailingStore(GatedStore):
 
 
 def unpacked(store: GatedStore) -> dict[str, bytes]:
-    """Every record of every pack in ``store``, by the file name the default layout gives."""
-    return {
-        record.file_name: record.content
-        for data in store.objects.values()
-        for record in unpack(data)
-    }
+    """Every record of every pack in ``store``, by the file name the default layout gives
+    (read under the store's lock: the worker's threads may be writing)."""
+    with store._lock:
+        packs = list(store.objects.values())
+    return {record.file_name: record.content for data in packs for record in unpack(data)}
 
 
 def test_packed_layout_writes_one_pack_per_receive_call_with_the_per_task_bytes() -> None:
